@@ -1,0 +1,121 @@
+"""Shared pytest fixtures: loopback-only DDS on a per-run domain, ROS contexts, shared data.
+
+The DDS settings are applied when pytest configures itself, before any test imports rclpy, and
+are inherited by every subprocess a test starts (nodes, peers), so no test traffic leaves the
+loopback interface and parallel runs on one machine never see each other's topics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+# Fast DDS with default ports allows domain ids 0-101 on one host; 0 is everyone's default.
+_DOMAIN_RANGE = 100
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)  # deprecated twin; the range above rules
+    domain = os.environ.get("HEADPOSE_TEST_DOMAIN_ID") or str(1 + os.getpid() % _DOMAIN_RANGE)
+    os.environ["ROS_DOMAIN_ID"] = domain
+    config.stash[_domain_key] = domain
+
+
+_domain_key = pytest.StashKey[str]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return (
+        f"DDS: ROS_DOMAIN_ID={config.stash[_domain_key]}, "
+        "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; "
+        f"shared data: {SHARED_DIR if SHARED_DIR.is_dir() else 'absent (tests needing it skip)'}"
+    )
+
+
+@pytest.fixture
+def ros_context() -> Iterator[object]:
+    """A fresh rclpy context for one test, shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        context.try_shutdown()
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """The development-only ../shared folder; skips the test on a user's clone without it."""
+    if not SHARED_DIR.is_dir():
+        pytest.skip(f"needs ../shared beside the repository ({SHARED_DIR} is absent)")
+    return SHARED_DIR
+
+
+@pytest.fixture
+def data_300w(shared_dir: Path) -> Path:
+    """The real 300-W subset (HELEN train/test, AFW) from ../shared."""
+    path = shared_dir / "data" / "300w_subset"
+    if not (path / "helen_test").is_dir():
+        pytest.skip(f"needs the 300-W subset at {path}")
+    return path
+
+
+@pytest.fixture
+def spawn_python() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start Python subprocesses that inherit the test DDS settings; all are stopped after."""
+    processes: list[subprocess.Popen[str]] = []
+
+    def spawn(*args: str, **kwargs: object) -> subprocess.Popen[str]:
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO_ROOT,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        processes.append(process)
+        return process
+
+    yield spawn
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def spin_until(node: object, condition: Callable[[], bool], timeout: float) -> bool:
+    """Spin ``node`` until ``condition()`` holds or ``timeout`` seconds pass; return which."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            executor.spin_once(timeout_sec=0.05)
+        return condition()
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()

@@ -120,7 +120,12 @@ class ModelManifest:
         """Build from parsed JSON, converting nested tables to their types."""
         try:
             fields = dict(data)
-            fields["normalisation"] = Normalisation(**fields["normalisation"])
+            norm = fields["normalisation"]
+            fields["normalisation"] = Normalisation(
+                channel_order=norm["channel_order"],
+                mean=tuple(float(v) for v in norm["mean"]),
+                std=tuple(float(v) for v in norm["std"]),
+            )
             fields["outputs"] = OutputNames(**fields.get("outputs", {}))
             fields["files"] = {role: ModelFile(**entry) for role, entry in fields["files"].items()}
             fields["mean_face_mm"] = tuple(

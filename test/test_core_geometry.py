@@ -14,6 +14,7 @@ from headpose_ros.core.geometry import (
     matrix_to_euler,
     pose6_to_rotation_translation,
     project_points,
+    rotation_to_quaternion,
     rotation_translation_to_pose6,
 )
 
@@ -80,3 +81,28 @@ def test_attention_without_a_usable_direction_assumes_the_optical_axis() -> None
     facing = euler_to_matrix(0, 0, 0)
     assert attention_score(facing, np.zeros(3)) == pytest.approx(1.0)
     assert attention_score(facing, np.full(3, np.nan)) == pytest.approx(1.0)
+
+
+def quaternion_to_matrix(x: float, y: float, z: float, w: float) -> np.ndarray:
+    # Independent textbook formula, to check the extraction against.
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+@given(angles, pitches, angles)
+def test_quaternion_reproduces_the_rotation(yaw: float, pitch: float, roll: float) -> None:
+    rotation = euler_to_matrix(yaw, pitch, roll)
+    quaternion = rotation_to_quaternion(rotation)
+    assert np.linalg.norm(quaternion) == pytest.approx(1.0) and quaternion[3] >= 0
+    assert quaternion_to_matrix(*quaternion) == pytest.approx(rotation, abs=1e-9)
+
+
+def test_quaternion_of_half_turns_is_accurate() -> None:
+    for axis in np.eye(3):
+        rotation = 2 * np.outer(axis, axis) - np.eye(3)  # 180 degrees about the axis
+        assert quaternion_to_matrix(*rotation_to_quaternion(rotation)) == pytest.approx(rotation)

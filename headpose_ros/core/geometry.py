@@ -33,6 +33,7 @@ __all__ = [
     "matrix_to_euler",
     "pose6_to_rotation_translation",
     "project_points",
+    "rotation_to_quaternion",
     "rotation_translation_to_pose6",
 ]
 
@@ -133,3 +134,31 @@ def attention_score(
     Linear in the angle so that a user can read a score of 0.5 as "half-way to looking away".
     """
     return float(np.clip(1.0 - angle_to_camera(rotation, head_position) / max_angle_rad, 0.0, 1.0))
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, float]:
+    """Convert a rotation matrix to a unit quaternion ``(x, y, z, w)`` with ``w >= 0``.
+
+    Shepperd's method: pick the largest of the four squared components to divide by, so the
+    result stays accurate near 180-degree rotations where ``w`` vanishes.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    trace = r[0, 0] + r[1, 1] + r[2, 2]
+    candidates = (trace, r[0, 0], r[1, 1], r[2, 2])
+    largest = int(np.argmax(candidates))
+    if largest == 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = ((r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4)
+    elif largest == 1:
+        s = 2.0 * np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = (s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s)
+    elif largest == 2:
+        s = 2.0 * np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
+        q = ((r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s)
+    else:
+        s = 2.0 * np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
+        q = ((r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s)
+    quaternion = np.asarray(q) / np.linalg.norm(q)
+    if quaternion[3] < 0:
+        quaternion = -quaternion
+    return tuple(float(v) for v in quaternion)

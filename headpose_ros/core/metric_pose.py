@@ -1,0 +1,180 @@
+"""Metric 6-DoF head pose from landmarks and camera intrinsics, and the attention score.
+
+With intrinsics, PnP of the *visible* landmarks against the manifest's mean 3D face gives the
+head's position and orientation in the camera optical frame (metres). Occluded landmarks are
+left out: the MNN+OR still estimates where they are, but those positions are guesses and would
+bias the solution. Without valid intrinsics only the network's orientation is available and
+results are flagged as not metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from headpose_ros.core.geometry import attention_score, euler_to_matrix
+
+__all__ = [
+    "CameraModel",
+    "IntrinsicsError",
+    "MetricPose",
+    "attention",
+    "camera_from_intrinsics",
+    "nominal_camera",
+    "orientation_from_network",
+    "ray_rotation",
+    "solve_metric_pose",
+]
+
+
+class IntrinsicsError(ValueError):
+    """Camera intrinsics that cannot be used (NaN, zero focal length, wrong shape)."""
+
+
+@dataclass(frozen=True)
+class CameraModel:
+    """Pinhole intrinsics ``K`` (3x3) and OpenCV distortion coefficients of the image."""
+
+    matrix: np.ndarray
+    distortion: np.ndarray
+
+    def bearing(self, pixel: np.ndarray) -> np.ndarray:
+        """Return the unit ray in the optical frame through an image pixel (distortion removed)."""
+        undistorted = cv2.undistortPoints(
+            np.asarray(pixel, dtype=np.float64).reshape(1, 1, 2), self.matrix, self.distortion
+        ).reshape(2)
+        ray = np.array([undistorted[0], undistorted[1], 1.0])
+        return ray / np.linalg.norm(ray)
+
+
+def camera_from_intrinsics(k: np.ndarray, distortion: np.ndarray | None = None) -> CameraModel:
+    """Build a validated :class:`CameraModel` from a 3x3 (or 9-value row-major) K and distortion.
+
+    Raises :class:`IntrinsicsError` with the reason: an all-zero K is what an uncalibrated
+    camera driver publishes in CameraInfo, and NaN values come from broken calibration files.
+    """
+    matrix = np.asarray(k, dtype=np.float64)
+    if matrix.size != 9:
+        raise IntrinsicsError(f"K must have 9 values, got {matrix.size}")
+    matrix = matrix.reshape(3, 3)
+    coefficients = (
+        np.zeros(0) if distortion is None else np.asarray(distortion, dtype=np.float64).ravel()
+    )
+    if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(coefficients)):
+        raise IntrinsicsError("camera intrinsics contain NaN or infinite values")
+    if matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
+        raise IntrinsicsError(
+            f"focal lengths must be positive, got fx={matrix[0, 0]}, fy={matrix[1, 1]}"
+        )
+    if coefficients.size not in (0, 4, 5, 8, 12, 14):
+        raise IntrinsicsError(
+            f"OpenCV takes 4, 5, 8, 12 or 14 distortion coefficients, got {coefficients.size}"
+        )
+    return CameraModel(matrix=matrix, distortion=coefficients)
+
+
+@dataclass(frozen=True)
+class MetricPose:
+    """PnP result: head frame in the optical frame, and how well it explains the landmarks."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    reprojection_error_px: float
+    points_used: int
+
+
+def solve_metric_pose(
+    landmarks_px: np.ndarray,
+    visibility: np.ndarray,
+    mean_face_m: np.ndarray,
+    camera: CameraModel,
+    initial_rotation: np.ndarray,
+    visibility_threshold: float = 0.5,
+    min_points: int = 6,
+) -> MetricPose | str:
+    """Head pose in the camera frame, or a short reason why it could not be solved.
+
+    ``initial_rotation`` (the network's orientation) seeds the iterative solver, with the
+    initial distance from the face's apparent size; seeding avoids the mirrored solutions
+    that a planar-ish landmark set otherwise allows.
+    """
+    points = np.asarray(landmarks_px, dtype=np.float64)
+    use = (np.asarray(visibility) >= visibility_threshold) & np.all(np.isfinite(points), axis=1)
+    if int(use.sum()) < min_points:
+        return f"only {int(use.sum())} visible landmarks (need {min_points})"
+    image_points, object_points = points[use], mean_face_m[use]
+    extent_px = float(np.linalg.norm(image_points.max(axis=0) - image_points.min(axis=0)))
+    extent_m = float(np.linalg.norm(object_points.max(axis=0) - object_points.min(axis=0)))
+    if extent_px < 1.0:
+        return "landmarks collapse to a point"
+    centre = camera.bearing(image_points.mean(axis=0))
+    distance = camera.matrix[0, 0] * extent_m / extent_px
+    rvec0, _ = cv2.Rodrigues(np.asarray(initial_rotation, dtype=np.float64))
+    tvec0 = (centre * distance / centre[2]).reshape(3, 1)
+    ok, rvec, tvec = cv2.solvePnP(
+        object_points,
+        image_points,
+        camera.matrix,
+        camera.distortion,
+        rvec=rvec0.copy(),
+        tvec=tvec0.copy(),
+        useExtrinsicGuess=True,
+        flags=cv2.SOLVEPNP_ITERATIVE,
+    )
+    if not ok or not np.all(np.isfinite(tvec)) or float(tvec[2, 0]) <= 0:
+        return "PnP did not converge to a face in front of the camera"
+    rotation, _ = cv2.Rodrigues(rvec)
+    projected, _ = cv2.projectPoints(object_points, rvec, tvec, camera.matrix, camera.distortion)
+    error = float(np.sqrt(np.mean(np.sum((projected.reshape(-1, 2) - image_points) ** 2, axis=1))))
+    return MetricPose(
+        rotation=rotation,
+        translation=tvec.reshape(3),
+        reprojection_error_px=error,
+        points_used=int(use.sum()),
+    )
+
+
+def orientation_from_network(pose_ed_deg: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the network's ``p^ED`` Euler angles (degrees)."""
+    yaw, pitch, roll = np.deg2rad(np.asarray(pose_ed_deg[:3], dtype=np.float64))
+    return euler_to_matrix(yaw, pitch, roll)
+
+
+def attention(rotation: np.ndarray, position: np.ndarray | None, max_angle_rad: float) -> float:
+    """Attention in [0, 1]; without a position the head is taken to be on the optical axis.
+
+    The non-metric case is exact for the network's orientation, which is expressed relative to
+    a camera looking straight at the face.
+    """
+    return attention_score(
+        rotation, np.array([0.0, 0.0, 1.0]) if position is None else position, max_angle_rad
+    )
+
+
+def ray_rotation(bearing: np.ndarray) -> np.ndarray:
+    """Smallest rotation taking the optical axis (0, 0, 1) onto ``bearing``.
+
+    The network's angles are relative to a camera looking straight at the face (the crop
+    camera); turning that camera onto the real ray expresses them in the real optical frame.
+    """
+    b = np.asarray(bearing, dtype=np.float64)
+    b = b / np.linalg.norm(b)
+    if b[2] <= -1.0 + 1e-12:
+        return np.diag([1.0, -1.0, -1.0])  # half turn; cannot happen for a visible face
+    # Rodrigues for unit vectors a=(0,0,1), b: R = I + [v]x + [v]x^2 / (1 + a.b), v = a x b.
+    v = np.array([-b[1], b[0], 0.0])
+    cross = np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+    return np.eye(3) + cross + cross @ cross / (1.0 + b[2])
+
+
+def nominal_camera(width: int, height: int) -> CameraModel:
+    """Make a stand-in pinhole (focal = longer image side, about 53 degrees across) for bearings.
+
+    Used only to point a non-metric face's unit position vector roughly along its viewing ray
+    when no intrinsics were given; such results are flagged as not metric.
+    """
+    focal = float(max(width, height))
+    matrix = np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
+    return CameraModel(matrix=matrix, distortion=np.zeros(0))

@@ -1,0 +1,52 @@
+"""Where the shipped model lives, for installed packages and for a source checkout.
+
+The product finds its model through a setting (``inference.model_dir``); when that is empty it
+uses the models shipped with the package: first the installed share directory
+(``share/headpose_ros/models``, found through the ament index when available, else under the
+Python prefix), then the source tree's ``models/`` folder (a developer running from a clone).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+__all__ = ["MANIFEST_NAME", "PACKAGE_NAME", "default_model_dir", "resolve_model_dir"]
+
+PACKAGE_NAME = "headpose_ros"
+MANIFEST_NAME = "manifest.json"
+
+
+def _candidates() -> list[Path]:
+    found: list[Path] = []
+    try:
+        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+
+        try:
+            found.append(Path(get_package_share_directory(PACKAGE_NAME)) / "models")
+        except PackageNotFoundError:
+            pass
+    except ImportError:
+        pass
+    found.append(Path(sys.prefix) / "share" / PACKAGE_NAME / "models")
+    found.append(Path(__file__).resolve().parents[2] / "models")
+    return found
+
+
+def default_model_dir() -> Path:
+    """Return the first candidate folder holding a ``manifest.json`` (else the source tree's).
+
+    Returning a path even when nothing is there lets the loader raise its usual error naming
+    the missing manifest, instead of a second, vaguer message here.
+    """
+    candidates = _candidates()
+    for folder in candidates:
+        if (folder / MANIFEST_NAME).is_file():
+            return folder
+    return candidates[-1]
+
+
+def resolve_model_dir(setting: str | Path) -> Path:
+    """``inference.model_dir`` -> folder: the setting itself when given, else the default."""
+    text = str(setting).strip()
+    return Path(text).expanduser() if text else default_model_dir()

@@ -1,0 +1,177 @@
+"""Face tracks: stable ids across frames, and where each face's next crop comes from.
+
+In steady state a face's next crop comes from its previous landmarks, so the detector runs
+only every ``detector.interval_frames`` frames, or sooner when a track is lost or there is no
+track, and the per-frame cost is dominated by the network. When the detector does run, its
+boxes are matched to tracks greedily by overlap (IoU), falling back to centre distance for
+fast motion where boxes no longer overlap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from headpose_ros.core.config import TrackingConfig
+from headpose_ros.core.detection import Detection
+
+__all__ = ["FaceTracker", "Track", "box_iou"]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    """One face followed over frames.
+
+    ``box`` is the landmark-box convention box the next crop is made from; it is replaced by
+    the landmarks' bounding box after every frame in which the face was processed.
+    ``evidence`` says whether this frame confirmed the face (matching detection, or reliable
+    landmarks while the detector did not contradict it).
+    """
+
+    track_id: str
+    box: np.ndarray
+    score: float
+    hits: int = 0
+    misses: int = 0
+    confirmed: bool = False
+    source: str = "detector"
+    evidence: bool = True
+    missed_by_detector: bool = False
+    landmarks: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def side(self) -> float:
+        """Mean box side in pixels (scale for centre-distance matching)."""
+        return float(((self.box[2] - self.box[0]) + (self.box[3] - self.box[1])) / 2.0)
+
+
+class FaceTracker:
+    """Matches detections to tracks and keeps the confirm/drop bookkeeping.
+
+    Per frame: :meth:`begin_frame`, then :meth:`update_with_detections` if a detector (or the
+    caller) supplied boxes, :meth:`update_from_landmarks` for every processed track, and
+    :meth:`end_frame`, which turns the frame's evidence into hit/miss counts.
+    """
+
+    def __init__(self, config: TrackingConfig) -> None:
+        """Start with no tracks."""
+        self.config = config
+        self.tracks: list[Track] = []
+        self._counter = itertools.count(1)
+
+    def reset(self) -> None:
+        """Forget every track; deterministic ids restart at 1."""
+        self.tracks = []
+        self._counter = itertools.count(1)
+
+    def _new_id(self) -> str:
+        if self.config.deterministic_ids:
+            return str(next(self._counter))
+        return uuid.uuid4().hex[:8]
+
+    def _match_cost(self, track: Track, detection: Detection) -> float | None:
+        box = np.asarray(detection.box)
+        iou = box_iou(track.box, box)
+        if iou >= self.config.iou_threshold:
+            return 1.0 - iou
+        centre_track = (track.box[:2] + track.box[2:]) / 2.0
+        distance = float(np.linalg.norm((box[:2] + box[2:]) / 2.0 - centre_track)) / max(
+            track.side, 1e-6
+        )
+        if distance <= self.config.centre_distance:
+            return 1.0 + distance  # always ranked after any overlap match
+        return None
+
+    def begin_frame(self) -> None:
+        """Clear the per-frame evidence flags."""
+        for track in self.tracks:
+            track.evidence = False
+            track.missed_by_detector = False
+
+    def update_with_detections(
+        self, detections: list[Detection], source: str = "detector"
+    ) -> None:
+        """Associate a detector run with the tracks: continue tracks and start new ones.
+
+        Greedy matching in order of cost is enough for the handful of faces a robot sees and,
+        unlike the Hungarian method, never swaps two well-overlapping pairs to save a little
+        total cost. A matched track takes the detection's box (the detector re-anchors the
+        crop); an unmatched track keeps its landmark box but gets no evidence this frame.
+        """
+        pairs = []
+        for ti, track in enumerate(self.tracks):
+            for di, detection in enumerate(detections):
+                cost = self._match_cost(track, detection)
+                if cost is not None:
+                    pairs.append((cost, ti, di))
+        used_tracks: set[int] = set()
+        used_detections: set[int] = set()
+        for _, ti, di in sorted(pairs):
+            if ti in used_tracks or di in used_detections:
+                continue
+            used_tracks.add(ti)
+            used_detections.add(di)
+            track, detection = self.tracks[ti], detections[di]
+            track.box = np.asarray(detection.box, dtype=np.float64)
+            track.score = detection.score
+            track.source = source
+            track.evidence = True
+        for ti, track in enumerate(self.tracks):
+            track.missed_by_detector = ti not in used_tracks
+        for di, detection in enumerate(detections):
+            if di not in used_detections:
+                box = np.asarray(detection.box, dtype=np.float64)
+                self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
+
+    def update_from_landmarks(self, track: Track, landmarks: np.ndarray, reliable: bool) -> None:
+        """After the network ran on a track's crop: the next crop follows these landmarks.
+
+        Reliable landmarks are evidence unless the detector ran this frame and did not see the
+        face: a network always outputs *some* face, so only the detector can tell that a face
+        has gone. Unreliable ones (low visibility: the face left or is covered) are no evidence
+        and leave the box where it was.
+        """
+        finite = landmarks[np.all(np.isfinite(landmarks), axis=1)]
+        if not reliable or len(finite) < 2:
+            track.evidence = False
+            return
+        track.landmarks = landmarks
+        track.box = np.concatenate([finite.min(axis=0), finite.max(axis=0)])
+        track.source = "tracking" if track.source != "external" else "external"
+        track.evidence = track.evidence or not track.missed_by_detector
+
+    def end_frame(self) -> bool:
+        """Count hits and misses, confirm and drop tracks; True when a track was dropped."""
+        for track in self.tracks:
+            if track.evidence:
+                track.hits += 1
+                track.misses = 0
+                track.confirmed = track.confirmed or track.hits >= self.config.confirm_frames
+            else:
+                track.misses += 1
+                if not track.confirmed:
+                    track.hits = 0
+        before = len(self.tracks)
+        self.tracks = [
+            t
+            for t in self.tracks
+            if t.misses < self.config.drop_frames and (t.confirmed or t.hits > 0)
+        ]
+        return len(self.tracks) < before
+
+    @property
+    def needs_detection(self) -> bool:
+        """True when a track lacked evidence last frame (it may be lost) or there is none."""
+        return not self.tracks or any(t.misses > 0 for t in self.tracks)

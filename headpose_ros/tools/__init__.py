@@ -1,0 +1,1 @@
+"""Offline tools (console commands): run the estimator on images, videos, cameras and bags."""

@@ -449,7 +449,7 @@ def evaluate_regressor(
 def time_refine(
     regressor: OcclusionRegressor, data: OrTrainingSet, repeats: int = 200
 ) -> dict[str, float]:
-    """Time single-face :meth:`OcclusionRegressor.refine` calls after warm-up: p50/p95 in ms.""" ""
+    """Time single-face :meth:`OcclusionRegressor.refine` calls after warm-up: p50/p95 in ms."""
     regressor.refine(data.heatmaps[:1], data.pose_ae[:1], data.visibility[:1], data.crop_size)
     times = []
     for i in range(repeats):

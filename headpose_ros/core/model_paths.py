@@ -11,26 +11,39 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["MANIFEST_NAME", "PACKAGE_NAME", "default_model_dir", "resolve_model_dir"]
+__all__ = [
+    "MANIFEST_NAME",
+    "PACKAGE_NAME",
+    "default_model_dir",
+    "resolve_model_dir",
+    "share_dir_candidates",
+]
 
 PACKAGE_NAME = "headpose_ros"
 MANIFEST_NAME = "manifest.json"
 
 
-def _candidates() -> list[Path]:
+def share_dir_candidates(package: str) -> list[Path]:
+    """Possible installed share directories of ``package``, most specific first.
+
+    The ament index (a sourced ROS workspace) wins; the Python prefix's ``share/`` covers a
+    pip or setup-script install into a virtual environment. Missing tools or environment
+    variables just mean fewer candidates.
+    """
     found: list[Path] = []
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
+        from ament_index_python.packages import get_package_share_directory
 
-        try:
-            found.append(Path(get_package_share_directory(PACKAGE_NAME)) / "models")
-        except PackageNotFoundError:
-            pass
-    except ImportError:
+        found.append(Path(get_package_share_directory(package)))
+    except (ImportError, LookupError, OSError, ValueError):
         pass
-    found.append(Path(sys.prefix) / "share" / PACKAGE_NAME / "models")
-    found.append(Path(__file__).resolve().parents[2] / "models")
+    found.append(Path(sys.prefix) / "share" / package)
     return found
+
+
+def _candidates() -> list[Path]:
+    source_tree = Path(__file__).resolve().parents[2] / "models"
+    return [folder / "models" for folder in share_dir_candidates(PACKAGE_NAME)] + [source_tree]
 
 
 def default_model_dir() -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from headpose_ros.core.manifest import sha256_of
@@ -148,3 +149,22 @@ def build_tiny_model(
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model when the repository has one, else a freshly built tiny model.
+
+    Import this fixture into a test module (``from model_factory import model_dir``).
+    """
+    if shipped_model_available():
+        return SHIPPED_MODEL_DIR
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir() -> Path:
+    """The shipped (trained) model; tests of accuracy skip without it."""
+    if not shipped_model_available():
+        pytest.skip(f"needs the shipped model in {SHIPPED_MODEL_DIR} (manifest.json absent)")
+    return SHIPPED_MODEL_DIR

@@ -18,7 +18,11 @@ import numpy as np
 from headpose_ros.core.config import TrackingConfig
 from headpose_ros.core.detection import Detection
 
-__all__ = ["FaceTracker", "Track", "box_iou"]
+__all__ = ["MAX_SCALE_CHANGE", "FaceTracker", "Track", "box_iou"]
+
+#: Largest change of a track's box size from one frame's landmarks to the next that is
+#: believed; a bigger jump means the landmarks went astray, and the box is not followed.
+MAX_SCALE_CHANGE = 1.5
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,15 +144,24 @@ class FaceTracker:
 
         Reliable landmarks are evidence unless the detector ran this frame and did not see the
         face: a network always outputs *some* face, so only the detector can tell that a face
-        has gone. Unreliable ones (low visibility: the face left or is covered) are no evidence
-        and leave the box where it was.
+        has gone. Unreliable ones (low visibility: the face left or is covered; or a box size
+        jump beyond :data:`MAX_SCALE_CHANGE`) are no evidence and leave the box where it was.
         """
         finite = landmarks[np.all(np.isfinite(landmarks), axis=1)]
-        if not reliable or len(finite) < 2:
+        box = (
+            np.concatenate([finite.min(axis=0), finite.max(axis=0)]) if len(finite) >= 2 else None
+        )
+        if box is not None:
+            side = float(((box[2] - box[0]) + (box[3] - box[1])) / 2.0)
+            reliable = (
+                reliable
+                and 1.0 / MAX_SCALE_CHANGE <= side / max(track.side, 1e-6) <= MAX_SCALE_CHANGE
+            )
+        if not reliable or box is None:
             track.evidence = False
             return
         track.landmarks = landmarks
-        track.box = np.concatenate([finite.min(axis=0), finite.max(axis=0)])
+        track.box = box
         track.source = "tracking" if track.source != "external" else "external"
         track.evidence = track.evidence or not track.missed_by_detector
 

@@ -1,0 +1,134 @@
+"""Settings schema validation and raw/compressed image decoding."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from headpose_ros.core.config import (
+    ConfigError,
+    EstimatorConfig,
+    config_from_flat,
+    config_to_flat,
+    iter_settings,
+)
+from headpose_ros.core.image_codec import (
+    ImageDecodeError,
+    decode_compressed_image,
+    decode_raw_image,
+)
+
+
+def test_every_setting_is_described_and_typed() -> None:
+    specs = list(iter_settings())
+    assert len(specs) > 20
+    for spec in specs:
+        assert len(spec.description) > 15, spec.name
+        assert spec.type in (str, int, float, bool)
+        assert isinstance(spec.default, spec.type)
+    assert set(config_to_flat(EstimatorConfig())) == {s.name for s in specs}
+
+
+def test_flat_and_nested_values_are_applied_and_coerced() -> None:
+    config = config_from_flat(
+        {
+            "inference": {"device": "cuda:1"},
+            "detector.interval_frames": "5",
+            "smoothing.enabled": "true",
+        }
+    )
+    assert config.inference.device == "cuda:1"
+    assert config.detector.interval_frames == 5
+    assert config.smoothing.enabled is True
+    assert EstimatorConfig().detector.interval_frames == 10  # defaults untouched
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"inference.device": "gpu"}, "inference.device"),
+        ({"detector.interval_frames": 0}, ">= 1"),
+        ({"detector.min_score": 1.5}, "<= 1.0"),
+        ({"detector.backend": "yolo"}, "one of"),
+        ({"tracking.iou_threshold": float("nan")}, "NaN"),
+        ({"tracking.confirm_frames": "three"}, "type int"),
+        ({"trackin.drop_frames": 3}, "unknown setting"),
+        ({"inference.encoder_only": "maybe"}, "type bool"),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_setting_name(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_flat(values)
+
+
+def test_raw_encodings_decode_to_the_same_bgr() -> None:
+    rng = np.random.default_rng(0)
+    bgr = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    cases = {
+        "bgr8": bgr,
+        "rgb8": bgr[..., ::-1],
+        "bgra8": np.dstack([bgr, np.full((6, 8), 7, np.uint8)]),
+        "rgba8": np.dstack([bgr[..., ::-1], np.full((6, 8), 7, np.uint8)]),
+    }
+    for encoding, pixels in cases.items():
+        data = np.ascontiguousarray(pixels).tobytes()
+        decoded = decode_raw_image(encoding, 6, 8, 8 * pixels.shape[2], False, data)
+        np.testing.assert_array_equal(decoded, bgr, err_msg=encoding)
+
+
+def test_step_padding_and_mono16_endianness() -> None:
+    grey = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    padded = np.zeros((6, 12), np.uint8)
+    padded[:, :8] = grey
+    decoded = decode_raw_image("mono8", 6, 8, 12, False, padded.tobytes())
+    np.testing.assert_array_equal(decoded[..., 0], grey)
+    depth = (np.arange(48, dtype=np.uint16).reshape(6, 8) * 1000).astype(np.uint16)
+    little = decode_raw_image("mono16", 6, 8, 16, False, depth.astype("<u2").tobytes())
+    big = decode_raw_image("mono16", 6, 8, 16, True, depth.astype(">u2").tobytes())
+    np.testing.assert_array_equal(little, big)
+    assert little.max() == 255
+
+
+def test_yuv_and_bayer_decode_to_colour() -> None:
+    uyvy = np.full((4, 8), 128, np.uint8)
+    uyvy[:, 1::2] = 200  # luma
+    out = decode_raw_image("yuv422", 4, 4, 8, False, uyvy.tobytes())
+    # Neutral chroma gives grey; BT.601 video range maps luma 200 to 1.164 * (200 - 16).
+    assert out.shape == (4, 4, 3) and np.ptp(out[0, 0]) <= 1 and abs(int(out[0, 0, 1]) - 214) <= 2
+    mosaic = np.zeros((8, 8), np.uint8)
+    mosaic[0::2, 0::2] = 200  # red sites of RGGB
+    assert decode_raw_image("bayer_rggb8", 8, 8, 8, False, mosaic.tobytes())[4, 4].tolist() == [
+        0,
+        0,
+        200,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("weird8", 4, 4, 12, False, bytes(48)), "unsupported encoding"),
+        (("bgr8", 0, 4, 12, False, b""), "empty"),
+        (("bgr8", 4, 4, 8, False, bytes(48)), "step"),
+        (("bgr8", 4, 4, 12, False, bytes(40)), "bytes"),
+        (("yuv422", 4, 3, 6, False, bytes(24)), "even width"),
+    ],
+)
+def test_malformed_raw_images_raise(args: tuple, message: str) -> None:
+    with pytest.raises(ImageDecodeError, match=message):
+        decode_raw_image(*args)
+
+
+def test_compressed_images() -> None:
+    image = np.zeros((20, 30, 3), np.uint8)
+    image[:, :15] = (255, 0, 0)
+    for ext in (".png", ".jpg"):
+        ok, data = cv2.imencode(ext, image)
+        assert ok
+        decoded = decode_compressed_image("bgr8; compressed", data.tobytes())
+        assert decoded.shape == image.shape
+    with pytest.raises(ImageDecodeError):
+        decode_compressed_image("jpeg", b"")
+    with pytest.raises(ImageDecodeError):
+        decode_compressed_image("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg")

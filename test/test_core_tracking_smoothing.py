@@ -1,0 +1,118 @@
+"""Tracker id stability, confirmation and drop; one-euro determinism and behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headpose_ros.core.config import TrackingConfig
+from headpose_ros.core.detection import Detection, detections_from_boxes
+from headpose_ros.core.smoothing import OneEuroFilter
+from headpose_ros.core.tracking import FaceTracker
+
+
+def step(tracker: FaceTracker, boxes: list[tuple[float, float, float, float]]) -> list[str]:
+    tracker.begin_frame()
+    tracker.update_with_detections([Detection(box=b, score=0.9) for b in boxes])
+    tracker.end_frame()
+    return [t.track_id for t in tracker.tracks if t.confirmed]
+
+
+def test_ids_stay_with_moving_faces() -> None:
+    tracker = FaceTracker(TrackingConfig(deterministic_ids=True))
+    ids = []
+    for i in range(30):
+        a = (100 + 3 * i, 100, 200 + 3 * i, 220)  # moving right
+        b = (400, 120 - 2 * i, 480, 220 - 2 * i)  # moving up
+        ids.append(step(tracker, [b, a] if i % 2 else [a, b]))  # detector order changes
+    assert all(sorted(frame) == ["1", "2"] for frame in ids)
+    first = {t.track_id: t.box[0] for t in tracker.tracks}
+    assert first["1"] > first["2"] - 300  # track 1 is still the left, moving face
+
+
+def test_fast_motion_matches_by_centre_distance() -> None:
+    tracker = FaceTracker(
+        TrackingConfig(deterministic_ids=True, iou_threshold=0.5, centre_distance=0.8)
+    )
+    step(tracker, [(100, 100, 200, 200)])
+    assert step(tracker, [(170, 100, 270, 200)]) == ["1"]  # IoU 0.18, centre moved 0.7 side
+
+
+def test_confirmation_and_drop_counts() -> None:
+    config = TrackingConfig(deterministic_ids=True, confirm_frames=3, drop_frames=2)
+    tracker = FaceTracker(config)
+    box = (10, 10, 60, 70)
+    assert step(tracker, [box]) == []
+    assert step(tracker, [box]) == []
+    assert step(tracker, [box]) == ["1"]
+    assert step(tracker, []) == ["1"]  # one miss is tolerated
+    assert step(tracker, []) == []  # second miss drops it
+    assert tracker.tracks == []
+    assert step(tracker, [box]) == []  # a new face, not yet confirmed
+    assert [t.track_id for t in tracker.tracks] == ["2"]
+
+
+def test_unconfirmed_flicker_is_dropped_at_once() -> None:
+    tracker = FaceTracker(TrackingConfig(confirm_frames=2))
+    step(tracker, [(0, 0, 50, 50)])
+    step(tracker, [])
+    assert tracker.tracks == []
+
+
+def test_landmarks_drive_the_next_box_and_reset_ids() -> None:
+    tracker = FaceTracker(TrackingConfig(deterministic_ids=True))
+    step(tracker, [(100, 100, 200, 200)])
+    track = tracker.tracks[0]
+    tracker.begin_frame()
+    landmarks = np.array([[110.0, 105.0], [205.0, 210.0], [150.0, 150.0]])
+    tracker.update_from_landmarks(track, landmarks, reliable=True)
+    tracker.end_frame()
+    np.testing.assert_allclose(track.box, [110, 105, 205, 210])
+    assert track.misses == 0 and not tracker.needs_detection
+    # A landmark box that jumps to 3x the size is not believed.
+    tracker.begin_frame()
+    tracker.update_from_landmarks(track, landmarks * 3.0, reliable=True)
+    tracker.end_frame()
+    assert track.misses == 1 and tracker.needs_detection
+    tracker.reset()
+    assert step(tracker, [(0, 0, 50, 50)]) == ["1"]
+
+
+def test_random_ids_are_unique() -> None:
+    tracker = FaceTracker(TrackingConfig())
+    ids = step(tracker, [(i * 100.0, 0.0, i * 100.0 + 50, 50.0) for i in range(10)])
+    assert len(set(ids)) == 10 and all(len(i) == 8 for i in ids)
+
+
+def test_external_boxes_are_validated() -> None:
+    boxes = np.array([[0, 0, 10, 10], [np.nan, 0, 5, 5], [5, 5, 1, 1], [0, 0, 20, 30]], float)
+    detections, bad = detections_from_boxes(boxes, np.array([0.2, 0.9, 0.9, 0.8]))
+    assert bad == 2 and [d.score for d in detections] == [0.8, 0.2]
+    with pytest.raises(ValueError):
+        detections_from_boxes(np.zeros((2, 3)))
+
+
+def run_filter(values: np.ndarray, stamps_ns: np.ndarray) -> np.ndarray:
+    filt = OneEuroFilter(min_cutoff_hz=1.0, beta=0.1, angle_mask=np.array([True, False]))
+    return np.stack([filt(int(t), v) for t, v in zip(stamps_ns, values, strict=True)])
+
+
+def test_one_euro_is_deterministic_and_timestamp_driven() -> None:
+    rng = np.random.default_rng(3)
+    stamps = np.cumsum(rng.integers(20_000_000, 50_000_000, 200))
+    values = np.column_stack([np.sin(np.arange(200) / 20.0), rng.normal(0, 1, 200)])
+    first, second = run_filter(values, stamps), run_filter(values, stamps)
+    np.testing.assert_array_equal(first, second)
+    # Same samples at other timestamps give other output: time comes from the stamps only.
+    assert not np.allclose(run_filter(values, stamps * 2), first)
+    # It smooths: less jitter than the input on the noisy channel.
+    assert np.std(np.diff(first[:, 1])) < 0.5 * np.std(np.diff(values[:, 1]))
+
+
+def test_one_euro_restarts_and_wraps_angles() -> None:
+    filt = OneEuroFilter(angle_mask=np.array([True]))
+    filt(0, np.array([np.pi - 0.05]))
+    out = filt(33_000_000, np.array([-np.pi + 0.05]))  # crossed +-180 degrees
+    assert abs(abs(out[0]) - np.pi) < 0.06
+    assert filt(33_000_000, np.array([0.0]))[0] == out[0]  # repeated stamp: unchanged
+    assert filt(10, np.array([1.0]))[0] == 1.0  # time went backwards: restart

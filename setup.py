@@ -26,8 +26,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "headpose_smoke_publisher = headpose_ros.smoke:publish_main",
-            "headpose_smoke_listener = headpose_ros.smoke:listen_main",
+            "headpose_node = headpose_ros.node:main",
         ],
     },
 )

@@ -1,0 +1,113 @@
+"""Settings of the ROS node itself (transport, outputs, diagnostics), in the core's schema style.
+
+The estimator's settings live in :mod:`headpose_ros.core.config`; these are the ones that only
+mean something to a ROS node. Both are declared as ROS parameters with their descriptions and
+ranges by :mod:`headpose_ros.node`, and validated by the same
+:func:`~headpose_ros.core.config.validate_config`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from headpose_ros.core.config import _setting as setting
+
+__all__ = ["DiagnosticsConfig", "InputConfig", "NodeConfig", "OutputConfig"]
+
+
+@dataclass
+class InputConfig:
+    """What the node subscribes to and with which quality of service."""
+
+    transport: str = setting(
+        "raw",
+        "Image transport: 'raw' subscribes to sensor_msgs/Image on 'image'; 'compressed' to "
+        "sensor_msgs/CompressedImage (JPEG/PNG) on 'image/compressed'.",
+        choices=("raw", "compressed"),
+    )
+    reliability: str = setting(
+        "best_effort",
+        "QoS reliability of the image and camera_info subscriptions. 'best_effort' is the "
+        "sensor-data profile camera drivers publish with; 'reliable' for reliable publishers "
+        "such as a bag replay that must not lose frames.",
+        choices=("best_effort", "reliable"),
+    )
+    queue_depth: int = setting(
+        1,
+        "Subscription queue depth. The node always processes only the newest frame; frames "
+        "replaced before processing are counted as dropped.",
+        low=1,
+        high=100,
+    )
+    external_boxes: bool = setting(
+        False,
+        "Take face boxes from an upstream detector (headpose_msgs/FaceArray on 'face_boxes', "
+        "box and detection_score used; matched to images by header stamp) instead of running "
+        "the built-in detector.",
+    )
+    external_boxes_max_age_s: float = setting(
+        0.2,
+        "External boxes are used for an image when their stamp is at most this far from the "
+        "image's stamp; otherwise the image is processed with no boxes (counted).",
+        low=0.0,
+        high=10.0,
+    )
+
+
+@dataclass
+class OutputConfig:
+    """Optional outputs; the FaceArray on 'faces' is always published."""
+
+    pose_stamped: bool = setting(True, "Publish the main (largest) face on 'pose' (PoseStamped).")
+    pose_array: bool = setting(True, "Publish every face's head pose on 'poses' (PoseArray).")
+    markers: bool = setting(
+        True, "Publish rviz markers on 'markers': head axes, attention arrow, landmarks, label."
+    )
+    debug_image: bool = setting(
+        True,
+        "Publish the annotated image on 'debug_image' (drawn only while someone subscribes).",
+    )
+    tf: bool = setting(
+        True,
+        "Broadcast TF frames face_<id> and gaze_<id> (REP-155 style) when tf2_ros is available.",
+    )
+
+
+@dataclass
+class DiagnosticsConfig:
+    """diagnostic_msgs/DiagnosticArray on /diagnostics and its WARN/ERROR thresholds."""
+
+    period_s: float = setting(1.0, "Seconds between diagnostics messages.", low=0.1, high=60.0)
+    warn_latency_ms: float = setting(
+        100.0, "WARN when the median processing time per frame exceeds this.", low=0.0, high=1e5
+    )
+    error_latency_ms: float = setting(
+        500.0, "ERROR when the median processing time per frame exceeds this.", low=0.0, high=1e5
+    )
+    warn_drop_ratio: float = setting(
+        0.5,
+        "WARN when more than this fraction of received frames were dropped (replaced before "
+        "processing) or rejected as malformed in the last period.",
+        low=0.0,
+        high=1.0,
+    )
+    error_no_frames_s: float = setting(
+        5.0,
+        "ERROR when the node is active but no image arrived for this many seconds.",
+        low=0.1,
+        high=3600.0,
+    )
+
+
+@dataclass
+class NodeConfig:
+    """All node-only settings."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    autostart: bool = setting(
+        True,
+        "Configure and activate on start-up (plain use, launch files). False leaves the "
+        "lifecycle node unconfigured for a lifecycle manager to drive.",
+    )

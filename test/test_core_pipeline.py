@@ -1,0 +1,263 @@
+"""HeadPoseEstimator end to end on real 300-W images, bad inputs, and hypothesis fuzzing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from model_factory import model_dir, trained_model_dir  # noqa: F401 - fixtures
+
+from headpose_ros.core.config import config_from_flat
+from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
+from headpose_ros.core.pipeline import FRAME_SKIP_REASONS, HeadPoseEstimator
+from headpose_ros.tools.annotations import read_pts
+
+FRAME_NS = 33_333_333
+K = np.array([[500.0, 0.0, 240.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def estimator(folder: Path, **settings_: object) -> HeadPoseEstimator:
+    values = {
+        "inference.model_dir": str(folder),
+        "inference.device": "cpu",
+        "inference.threads": 1,
+    }
+    values["tracking.deterministic_ids"] = True
+    values.update(settings_)
+    return HeadPoseEstimator(config_from_flat(values))
+
+
+def helen(data_300w: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    files = sorted((data_300w / "helen_test").glob("*.jpg"))[:count]
+    return [(cv2.imread(str(f)), read_pts(f.with_suffix(".pts"))) for f in files]
+
+
+def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: ANN001
+    assert face.landmarks.shape == (68, 2) and np.all(np.isfinite(face.landmarks))
+    assert np.all((face.visibility >= 0) & (face.visibility <= 1))
+    assert 0.0 <= face.attention <= 1.0
+    np.testing.assert_allclose(face.rotation @ face.rotation.T, np.eye(3), atol=1e-9)
+    assert -np.pi <= face.yaw <= np.pi and -np.pi / 2 <= face.pitch <= np.pi / 2
+
+
+def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir)
+    for image, points in helen(data_300w, 6):
+        est.reset()
+        frame = est.estimate(image, 0)
+        assert frame.skip_reason is None and frame.detector_ran
+        assert frame.faces, "MediaPipe finds every annotated helen_test face"
+        face = frame.faces[0]
+        assert face.track_id == "1"
+        assert_face_is_well_formed(face, image.shape[1], image.shape[0])
+        x0, y0, x1, y1 = face.box
+        cx, cy = points.mean(axis=0)
+        assert x0 < cx < x1 and y0 < cy < y1
+        assert not face.metric and np.linalg.norm(face.position) == pytest.approx(1.0)
+    assert est.counters["frames_with_faces"] == 6
+    est.close()
+
+
+def test_intrinsics_give_metric_positions_or_a_counted_reason(
+    data_300w: Path, model_dir: Path
+) -> None:  # noqa: F811
+    est = estimator(model_dir)
+    image, _ = helen(data_300w, 1)[0]
+    frame = est.estimate(image, 0, camera=(K, np.zeros(5)))
+    face = frame.faces[0]
+    if face.metric:
+        assert face.position[2] > 0 and np.isfinite(face.reprojection_error_px)
+    else:
+        assert any(e.startswith("pnp_failed") for e in frame.events)
+    for bad in (
+        (np.zeros((3, 3)), np.zeros(5)),
+        (np.full((3, 3), np.nan), np.zeros(5)),
+        ("junk", None),
+    ):
+        frame = est.estimate(image, FRAME_NS * (2 + len(frame.events)), camera=bad)
+        assert frame.faces and not frame.faces[0].metric
+        assert any(e.startswith("invalid_intrinsics") for e in frame.events)
+    assert est.counters["event:invalid_intrinsics"] == 3
+    est.close()
+
+
+def test_ids_are_stable_over_a_sequence(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir, **{"detector.interval_frames": 1})
+    image, _ = helen(data_300w, 1)[0]
+    ids = []
+    for i in range(8):
+        shifted = np.roll(image, 3 * i, axis=1)  # the face drifts right
+        ids.append([f.track_id for f in est.estimate(shifted, i * FRAME_NS).faces])
+    # The annotated face keeps id 1; another face rolled in from the border gets a new id.
+    assert all(frame[0] == "1" and len(set(frame)) == len(frame) for frame in ids)
+    assert est.counters["detector_runs"] == 8
+
+
+def test_steady_state_runs_the_detector_every_n_frames(
+    data_300w: Path, trained_model_dir: Path
+) -> None:  # noqa: F811
+    est = estimator(trained_model_dir, **{"detector.interval_frames": 10})
+    image, _ = helen(data_300w, 1)[0]
+    for i in range(30):
+        assert [f.track_id for f in est.estimate(image, i * FRAME_NS).faces] == ["1"]
+    assert est.counters["detector_runs"] <= 4
+
+
+def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir: Path) -> None:  # noqa: F811
+    est = estimator(trained_model_dir)
+    errors = []
+    for image, points in helen(data_300w, 15):
+        est.reset()
+        face = est.estimate(image, 0).faces[0]
+        errors.append(
+            nme_per_face(
+                face.landmarks[None],
+                points[None],
+                None,
+                landmark_normaliser(points[None], "interocular"),
+            )[0]
+        )
+    assert np.median(errors) < 0.12, errors
+
+
+def test_bad_frames_are_skipped_and_counted(model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir)
+    cases = {
+        "unsupported_image": [
+            None,
+            "image",
+            np.zeros((64, 64, 3), np.float32),
+            np.zeros((64, 64, 5), np.uint8),
+            np.zeros((2, 64, 64, 3), np.uint8),
+        ],
+        "empty_image": [np.zeros((0, 0, 3), np.uint8), np.zeros((0, 64), np.uint8)],
+        "image_too_small": [np.zeros((10, 500, 3), np.uint8), np.zeros((31, 31), np.uint8)],
+    }
+    for reason, images in cases.items():
+        for image in images:
+            frame = est.estimate(image, 0)
+            assert frame.skip_reason == reason and frame.skip_detail and not frame.faces
+        assert est.counters[f"skip:{reason}"] == len(images)
+    # Odd but valid layouts are converted, not skipped.
+    for image in (
+        np.zeros((64, 64), np.uint8),
+        np.zeros((64, 64, 4), np.uint8),
+        np.zeros((64, 128, 3), np.uint8)[:, ::2],
+    ):
+        frame = est.estimate(image, 1)
+        assert frame.skip_reason is None and frame.faces == []
+    assert est.counters["frames_without_faces"] == 3
+
+
+def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir, **{"detector.backend": "external", "detector.max_faces": 10})
+    image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    boxes = np.array(
+        [
+            [c * 128 + 20, r * 120 + 20, c * 128 + 100, r * 120 + 100]
+            for r in range(4)
+            for c in range(5)
+        ],
+        float,
+    )
+    frame = est.estimate(image, 0, boxes=boxes)
+    assert frame.detector_ran and len(frame.faces) <= 10
+    assert est.counters["event:too_many_faces"] == 10
+    assert len({f.track_id for f in frame.faces}) == len(frame.faces)
+
+
+def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir, **{"detector.backend": "external"})
+    image, _ = helen(data_300w, 1)[0]
+    boxes = np.array(
+        [
+            [-60.0, 100.0, 90.0, 300.0],
+            [900.0, 900.0, 1000.0, 1000.0],
+            [np.nan, 0, 1, 1],
+            [5, 5, 8, 8],
+        ]
+    )
+    frame = est.estimate(image, 0, boxes=boxes)
+    assert [f.cut_by_border for f in frame.faces] == [True]
+    for reason in ("face_outside_image", "invalid_box", "face_too_small"):
+        assert est.counters[f"event:{reason}"] == 1, reason
+
+
+def test_encoder_only_mode(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+    est = estimator(model_dir, **{"inference.encoder_only": True})
+    image, _ = helen(data_300w, 1)[0]
+    for i in range(3):
+        frame = est.estimate(image, i * FRAME_NS, camera=(K, np.zeros(5)))
+        face = frame.faces[0]
+        assert face.landmarks is None and face.visibility is None and face.metric
+        assert frame.timings_ms["decode"] == 0.0 and frame.timings_ms["or"] == 0.0
+    assert est.counters["detector_runs"] == 3  # no landmarks to track with
+
+
+def test_smoothed_replay_is_deterministic(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+    frames = [np.roll(helen(data_300w, 1)[0][0], 2 * i, axis=0) for i in range(6)]
+
+    def replay() -> list[tuple]:
+        est = estimator(model_dir, **{"smoothing.enabled": True})
+        out = []
+        for i, image in enumerate(frames):
+            for face in est.estimate(image, 1_000_000_000 + i * FRAME_NS).faces:
+                out.append(
+                    (face.track_id, face.yaw, face.pitch, face.roll, face.landmarks.tobytes())
+                )
+        est.close()
+        return out
+
+    first = replay()
+    assert first and first == replay()
+
+
+@pytest.fixture(scope="module")
+def fuzz_estimator(model_dir: Path) -> HeadPoseEstimator:  # noqa: F811
+    return estimator(model_dir, **{"detector.backend": "external", "min_image_side": 8})
+
+
+image_arrays = st.one_of(
+    hnp.arrays(
+        dtype=st.sampled_from([np.uint8, np.uint16, np.float32, np.float64, np.int8, np.bool_]),
+        shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=40),
+        elements=None,
+    ),
+    hnp.arrays(
+        np.uint8, st.tuples(st.integers(0, 90), st.integers(0, 90), st.sampled_from([1, 3, 4]))
+    ),
+)
+box_arrays = st.one_of(
+    st.none(),
+    hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(0, 4), st.just(4)),
+        elements=st.one_of(st.floats(-200, 300), st.just(np.nan)),
+    ),
+    hnp.arrays(
+        np.float64, hnp.array_shapes(max_dims=2, max_side=5), elements=st.floats(allow_nan=True)
+    ),
+)
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(image=image_arrays, boxes=box_arrays, stamp=st.integers(-(10**12), 10**12))
+def test_any_input_gives_a_result_or_a_counted_skip(
+    fuzz_estimator: HeadPoseEstimator, image: np.ndarray, boxes: np.ndarray | None, stamp: int
+) -> None:
+    before = sum(fuzz_estimator.counters.values())
+    frame = fuzz_estimator.estimate(image, stamp, boxes=boxes)
+    assert sum(fuzz_estimator.counters.values()) > before
+    if frame.skip_reason is not None:
+        assert frame.skip_reason in FRAME_SKIP_REASONS and not frame.faces
+    for face in frame.faces:
+        assert np.all(np.isfinite(face.landmarks)) and 0.0 <= face.attention <= 1.0

@@ -7,13 +7,17 @@ import logging
 import shutil
 from pathlib import Path
 
+import model_factory
 import numpy as np
 import pytest
-from model_factory import build_tiny_model, model_dir  # noqa: F401 - fixture
+from model_factory import build_tiny_model
 
 from headpose_ros.core.config import ConfigError, InferenceConfig
 from headpose_ros.core.inference import ModelRunner, load_model, resolve_providers
 from headpose_ros.core.manifest import ModelFileError
+
+# Fixtures shared with the other model-using test modules (see model_factory).
+model_dir = model_factory.model_dir
 
 
 def test_auto_falls_back_to_cpu_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -46,7 +50,7 @@ def runner(folder: Path, encoder_only: bool = False) -> ModelRunner:
     return ModelRunner(load_model(config), config)
 
 
-def test_batch_equals_single_runs(model_dir: Path) -> None:  # noqa: F811
+def test_batch_equals_single_runs(model_dir: Path) -> None:
     full = runner(model_dir)
     size = full.manifest.input_size
     batch = np.random.default_rng(0).random((3, 3, size, size), dtype=np.float32)

@@ -5,17 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import model_factory
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from model_factory import model_dir, trained_model_dir  # noqa: F401 - fixtures
 
 from headpose_ros.core.config import config_from_flat
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FRAME_SKIP_REASONS, HeadPoseEstimator
 from headpose_ros.tools.annotations import read_pts
+
+# Fixtures shared with the other model-using test modules (see model_factory).
+model_dir = model_factory.model_dir
+trained_model_dir = model_factory.trained_model_dir
 
 FRAME_NS = 33_333_333
 K = np.array([[500.0, 0.0, 240.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
@@ -45,7 +49,7 @@ def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: 
     assert -np.pi <= face.yaw <= np.pi and -np.pi / 2 <= face.pitch <= np.pi / 2
 
 
-def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir: Path) -> None:
     est = estimator(model_dir)
     for image, points in helen(data_300w, 6):
         est.reset()
@@ -65,7 +69,7 @@ def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir
 
 def test_intrinsics_give_metric_positions_or_a_counted_reason(
     data_300w: Path, model_dir: Path
-) -> None:  # noqa: F811
+) -> None:
     est = estimator(model_dir)
     image, _ = helen(data_300w, 1)[0]
     frame = est.estimate(image, 0, camera=(K, np.zeros(5)))
@@ -86,7 +90,7 @@ def test_intrinsics_give_metric_positions_or_a_counted_reason(
     est.close()
 
 
-def test_ids_are_stable_over_a_sequence(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+def test_ids_are_stable_over_a_sequence(data_300w: Path, model_dir: Path) -> None:
     est = estimator(model_dir, **{"detector.interval_frames": 1})
     image, _ = helen(data_300w, 1)[0]
     ids = []
@@ -100,7 +104,7 @@ def test_ids_are_stable_over_a_sequence(data_300w: Path, model_dir: Path) -> Non
 
 def test_steady_state_runs_the_detector_every_n_frames(
     data_300w: Path, trained_model_dir: Path
-) -> None:  # noqa: F811
+) -> None:
     est = estimator(trained_model_dir, **{"detector.interval_frames": 10})
     image, _ = helen(data_300w, 1)[0]
     for i in range(30):
@@ -108,7 +112,7 @@ def test_steady_state_runs_the_detector_every_n_frames(
     assert est.counters["detector_runs"] <= 4
 
 
-def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir: Path) -> None:  # noqa: F811
+def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir: Path) -> None:
     est = estimator(trained_model_dir)
     errors = []
     for image, points in helen(data_300w, 15):
@@ -125,7 +129,7 @@ def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir
     assert np.median(errors) < 0.12, errors
 
 
-def test_bad_frames_are_skipped_and_counted(model_dir: Path) -> None:  # noqa: F811
+def test_bad_frames_are_skipped_and_counted(model_dir: Path) -> None:
     est = estimator(model_dir)
     cases = {
         "unsupported_image": [
@@ -154,7 +158,7 @@ def test_bad_frames_are_skipped_and_counted(model_dir: Path) -> None:  # noqa: F
     assert est.counters["frames_without_faces"] == 3
 
 
-def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:  # noqa: F811
+def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:
     est = estimator(model_dir, **{"detector.backend": "external", "detector.max_faces": 10})
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     boxes = np.array(
@@ -171,7 +175,7 @@ def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:  # noqa: 
     assert len({f.track_id for f in frame.faces}) == len(frame.faces)
 
 
-def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) -> None:
     est = estimator(model_dir, **{"detector.backend": "external"})
     image, _ = helen(data_300w, 1)[0]
     boxes = np.array(
@@ -188,7 +192,7 @@ def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) ->
         assert est.counters[f"event:{reason}"] == 1, reason
 
 
-def test_encoder_only_mode(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+def test_encoder_only_mode(data_300w: Path, model_dir: Path) -> None:
     est = estimator(model_dir, **{"inference.encoder_only": True})
     image, _ = helen(data_300w, 1)[0]
     for i in range(3):
@@ -199,7 +203,7 @@ def test_encoder_only_mode(data_300w: Path, model_dir: Path) -> None:  # noqa: F
     assert est.counters["detector_runs"] == 3  # no landmarks to track with
 
 
-def test_smoothed_replay_is_deterministic(data_300w: Path, model_dir: Path) -> None:  # noqa: F811
+def test_smoothed_replay_is_deterministic(data_300w: Path, model_dir: Path) -> None:
     frames = [np.roll(helen(data_300w, 1)[0][0], 2 * i, axis=0) for i in range(6)]
 
     def replay() -> list[tuple]:
@@ -218,7 +222,7 @@ def test_smoothed_replay_is_deterministic(data_300w: Path, model_dir: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def fuzz_estimator(model_dir: Path) -> HeadPoseEstimator:  # noqa: F811
+def fuzz_estimator(model_dir: Path) -> HeadPoseEstimator:
     return estimator(model_dir, **{"detector.backend": "external", "min_image_side": 8})
 
 

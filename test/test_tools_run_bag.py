@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import cv2
+import model_factory
 import numpy as np
 import pytest
-from model_factory import model_dir  # noqa: F401 - fixture
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
 from headpose_ros.tools import run_bag
 from headpose_ros.tools.annotations import read_pts
 from headpose_ros.tools.bag_messages import build_typestore, make_message, quaternion_to_rotation
+
+# Fixtures shared with the other model-using test modules (see model_factory).
+model_dir = model_factory.model_dir
 
 FRAMES = 5
 CORRUPT_FRAME = 2
@@ -108,7 +111,7 @@ def write_bag(
 @pytest.mark.parametrize(("storage", "compressed"), [("sqlite3", False), ("mcap", True)])
 def test_bag_round_trip(
     data_300w: Path, model_dir: Path, tmp_path: Path, storage: str, compressed: bool
-) -> None:  # noqa: F811
+) -> None:
     bag = tmp_path / "input"
     write_bag(bag, data_300w, storage, compressed)
     output = tmp_path / "output"
@@ -170,7 +173,7 @@ def test_bag_round_trip(
 
 def test_zero_intrinsics_in_camera_info_are_counted(
     data_300w: Path, model_dir: Path, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     bag = tmp_path / "input"
     write_bag(bag, data_300w, "sqlite3", compressed=False, zero_k=True)
     assert (
@@ -188,7 +191,7 @@ def test_zero_intrinsics_in_camera_info_are_counted(
 
 def test_bag_errors_are_clear(
     data_300w: Path, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:  # noqa: F811
+) -> None:
     bag = tmp_path / "input"
     write_bag(bag, data_300w, "mcap", compressed=False)
     assert run_bag.main([str(bag), "--image-topic", "/nope", "--model-dir", str(model_dir)]) == 2

@@ -8,10 +8,13 @@ import shutil
 from pathlib import Path
 
 import cv2
+import model_factory
 import pytest
-from model_factory import model_dir  # noqa: F401 - fixture
 
 from headpose_ros.tools import run_media
+
+# Fixtures shared with the other model-using test modules (see model_factory).
+model_dir = model_factory.model_dir
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -31,7 +34,7 @@ def image_folder(data_300w: Path, tmp_path: Path) -> Path:
 
 def test_folder_run_accounts_for_every_image(
     image_folder: Path, model_dir: Path, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     out = tmp_path / "out"
     code = run_media.main(
         [
@@ -70,7 +73,7 @@ def test_folder_run_accounts_for_every_image(
 
 def test_video_run_writes_an_annotated_video(
     image_folder: Path, model_dir: Path, tmp_path: Path
-) -> None:  # noqa: F811
+) -> None:
     image = cv2.imread(str(sorted(image_folder.glob("*_*.jpg"))[0]))
     video_path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(
@@ -107,7 +110,7 @@ def test_video_run_writes_an_annotated_video(
 
 def test_bad_invocations_exit_with_a_message(
     tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture
-) -> None:  # noqa: F811
+) -> None:
     assert run_media.main([str(tmp_path / "missing.mp4"), "--model-dir", str(model_dir)]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert run_media.main([str(tmp_path), "--model-dir", str(tmp_path / "nomodel")]) == 2

@@ -2,12 +2,14 @@
 
 The product finds its model through a setting (``inference.model_dir``); when that is empty it
 uses the models shipped with the package: first the installed share directory
-(``share/headpose_ros/models``, found through the ament index when available, else under the
-Python prefix), then the source tree's ``models/`` folder (a developer running from a clone).
+(``share/headpose_ros/models``, found through the ament prefixes when a workspace is sourced,
+else under the Python prefix), then the source tree's ``models/`` folder (a developer running
+from a clone).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,17 +28,16 @@ MANIFEST_NAME = "manifest.json"
 def share_dir_candidates(package: str) -> list[Path]:
     """Possible installed share directories of ``package``, most specific first.
 
-    The ament index (a sourced ROS workspace) wins; the Python prefix's ``share/`` covers a
-    pip or setup-script install into a virtual environment. Missing tools or environment
-    variables just mean fewer candidates.
+    The ament prefixes of a sourced ROS workspace (``AMENT_PREFIX_PATH``, read directly: the
+    core may not import ROS packages) come first; the Python prefix's ``share/`` covers a pip
+    or setup-script install into a virtual environment.
     """
-    found: list[Path] = []
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        found.append(Path(get_package_share_directory(package)))
-    except (ImportError, LookupError, OSError, ValueError):
-        pass
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    found = [
+        prefix / "share" / package
+        for prefix in prefixes
+        if (prefix / "share" / "ament_index" / "resource_index" / "packages" / package).is_file()
+    ]
     found.append(Path(sys.prefix) / "share" / package)
     return found
 

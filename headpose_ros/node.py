@@ -33,6 +33,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterValueException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -67,7 +68,7 @@ from headpose_ros.messages import (
     pose_stamped_message,
     rclpy_factory,
 )
-from headpose_ros.node_config import NodeConfig
+from headpose_ros.node_config import NodeConfig, all_settings
 
 __all__ = ["HeadPoseNode", "main"]
 
@@ -173,10 +174,7 @@ class HeadPoseNode(LifecycleNode):
         core_logger.setLevel(logging.INFO)
         core_logger.addHandler(_RosLogHandler(self.get_logger()))
         core_logger.propagate = False
-        self._specs = {
-            **{spec.name: spec for spec in iter_settings(EstimatorConfig())},
-            **{spec.name: spec for spec in iter_settings(NodeConfig())},
-        }
+        self._specs = {spec.name: spec for spec in all_settings()}
         for spec in self._specs.values():
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         self.add_on_set_parameters_callback(self._validate_parameter_change)
@@ -545,7 +543,13 @@ class HeadPoseNode(LifecycleNode):
 def main(args: list[str] | None = None) -> None:
     """Run the node; with ``autostart`` (default) configure and activate it right away."""
     rclpy.init(args=args)
-    node = HeadPoseNode()
+    try:
+        node = HeadPoseNode()
+    except (ParameterException, InvalidParameterValueException) as error:
+        # A parameter file or override outside the declared type or range.
+        rclpy.logging.get_logger("headpose").fatal(f"invalid parameter: {error}")
+        rclpy.try_shutdown()
+        raise SystemExit(2) from None
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     exit_code = 0

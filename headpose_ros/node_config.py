@@ -8,11 +8,21 @@ ranges by :mod:`headpose_ros.node`, and validated by the same
 
 from __future__ import annotations
 
+import json
+import textwrap
 from dataclasses import dataclass, field
 
+from headpose_ros.core.config import EstimatorConfig, SettingSpec, iter_settings
 from headpose_ros.core.config import _setting as setting
 
-__all__ = ["DiagnosticsConfig", "InputConfig", "NodeConfig", "OutputConfig"]
+__all__ = [
+    "DiagnosticsConfig",
+    "InputConfig",
+    "NodeConfig",
+    "OutputConfig",
+    "all_settings",
+    "parameter_file_text",
+]
 
 
 @dataclass
@@ -111,3 +121,56 @@ class NodeConfig:
         "Configure and activate on start-up (plain use, launch files). False leaves the "
         "lifecycle node unconfigured for a lifecycle manager to drive.",
     )
+
+
+def all_settings() -> list[SettingSpec]:
+    """Every ROS parameter of the node: its own settings, then the estimator's."""
+    return [*iter_settings(NodeConfig()), *iter_settings(EstimatorConfig())]
+
+
+def _allowed(spec: SettingSpec) -> str:
+    if spec.choices:
+        return f"one of: {', '.join(spec.choices)}"
+    if spec.low is not None and spec.high is not None:
+        return f"range: [{spec.low:g}, {spec.high:g}]"
+    return ""
+
+
+def parameter_file_text(node_name: str = "/**") -> str:
+    """Generate the documented parameter file (config/headpose.yaml) from the schemas."""
+    lines = [
+        "# headpose_ros parameters: every parameter of the node with its default value.",
+        "# Generated from headpose_ros/node_config.py and headpose_ros/core/config.py by",
+        "#   python -m headpose_ros.node_config > config/headpose.yaml",
+        "# (test/test_node_parameters.py checks that it is up to date). Floating-point",
+        "# parameters need a decimal point (1.0, not 1): ROS parameters are typed.",
+        "# '/**' applies the file to the node whatever its name and namespace.",
+        f"{json.dumps(node_name)}:",
+        "  ros__parameters:",
+    ]
+    open_sections: list[str] = []
+    for spec in all_settings():
+        *sections, leaf = spec.name.split(".")
+        common = 0
+        while (
+            common < min(len(sections), len(open_sections))
+            and sections[common] == open_sections[common]
+        ):
+            common += 1
+        for depth, section in enumerate(sections[common:], start=common):
+            lines.append(f"{'  ' * (depth + 2)}{section}:")
+        open_sections = sections
+        indent = "  " * (len(sections) + 2)
+        comment = spec.description + (f" ({_allowed(spec)})" if _allowed(spec) else "")
+        lines += textwrap.wrap(
+            comment,
+            96 - len(indent),
+            initial_indent=f"{indent}# ",
+            subsequent_indent=f"{indent}# ",
+        )
+        lines.append(f"{indent}{leaf}: {json.dumps(spec.default)}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(parameter_file_text(), end="")

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# Model fixtures (model_dir: shipped or tiny synthetic model; trained_model_dir) for every test.
+pytest_plugins = ["model_factory"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 # Fast DDS with default ports allows domain ids 0-101 on one host; 0 is everyone's default.

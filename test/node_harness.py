@@ -1,0 +1,205 @@
+"""Drive the real headpose_node executable over DDS: parameter files, a probe node, test images.
+
+The node runs as a subprocess (as ``ros2 launch`` would start it); the probe is an rclpy node
+in the test process that publishes camera topics and records every output topic.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray, PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
+
+from headpose_msgs.msg import FaceArray
+
+NODE_EXECUTABLE = Path(sys.executable).with_name("headpose_node")
+OUTPUTS = {
+    "faces": FaceArray,
+    "pose": PoseStamped,
+    "poses": PoseArray,
+    "markers": MarkerArray,
+    "debug_image": Image,
+}
+
+
+def astronaut_bgr(width: int = 640, height: int = 480, scale: float = 1.0) -> np.ndarray:
+    """scikit-image's public-domain astronaut portrait, scaled and centred on a grey canvas."""
+    from skimage import data
+
+    portrait = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    side = int(round(360 * scale))
+    portrait = cv2.resize(portrait, (side, side), interpolation=cv2.INTER_AREA)
+    canvas = np.full((height, width, 3), 90, dtype=np.uint8)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    sx0, sy0 = max(0, -x0), max(0, -y0)
+    dx0, dy0 = max(0, x0), max(0, y0)
+    w, h = min(side - sx0, width - dx0), min(side - sy0, height - dy0)
+    canvas[dy0 : dy0 + h, dx0 : dx0 + w] = portrait[sy0 : sy0 + h, sx0 : sx0 + w]
+    return canvas
+
+
+def camera_info(width: int = 640, height: int = 480, focal: float = 600.0) -> CameraInfo:
+    message = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    message.k = [focal, 0.0, width / 2, 0.0, focal, height / 2, 0.0, 0.0, 1.0]
+    message.d = [0.0] * 5
+    message.header.frame_id = "camera_optical_frame"
+    return message
+
+
+def image_message(
+    image_bgr: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame"
+) -> Image:
+    message = Image(
+        height=image_bgr.shape[0],
+        width=image_bgr.shape[1],
+        encoding="bgr8",
+        step=image_bgr.shape[1] * 3,
+        data=image_bgr.tobytes(),
+    )
+    message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    message.header.frame_id = frame_id
+    return message
+
+
+def write_params(path: Path, model_dir: Path, **overrides: Any) -> Path:
+    """A parameter file for the node: test-friendly defaults plus dotted-name overrides."""
+    values: dict[str, Any] = {
+        "inference.model_dir": str(model_dir),
+        "inference.threads": 1,
+        "detector.model_selection": 1,  # full range: robust at robot distances
+        "tracking.deterministic_ids": True,
+        "diagnostics.period_s": 0.5,
+        "input.reliability": "reliable",
+        **overrides,
+    }
+    nested: dict[str, Any] = {}
+    for name, value in values.items():
+        *sections, leaf = name.split(".")
+        target = nested
+        for section in sections:
+            target = target.setdefault(section, {})
+        target[leaf] = value
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    return path
+
+
+def start_node(params: Path, namespace: str = "/test", *ros_args: str) -> subprocess.Popen[str]:
+    """Start the node executable (it inherits the test's DDS settings)."""
+    return subprocess.Popen(
+        [
+            str(NODE_EXECUTABLE),
+            "--ros-args",
+            "-r",
+            f"__ns:={namespace}",
+            "--params-file",
+            str(params),
+            *ros_args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_node(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
+    """Stop the node with SIGINT (as Ctrl-C / launch would) and return its output."""
+    if process.poll() is None:
+        process.send_signal(subprocess.signal.SIGINT)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.stdout.read() if process.stdout else ""
+
+
+class Probe:
+    """Test-side node: publishes camera topics to the node and records all its outputs."""
+
+    def __init__(self, context: Any, namespace: str = "/test", reliable: bool = True) -> None:
+        self.node = Node("headpose_probe", context=context)
+        self.namespace = namespace
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        image_qos = 10 if reliable else qos_profile_sensor_data
+        self.image = self.node.create_publisher(Image, f"{namespace}/image", image_qos)
+        self.compressed = self.node.create_publisher(
+            CompressedImage, f"{namespace}/image/compressed", image_qos
+        )
+        self.camera_info = self.node.create_publisher(
+            CameraInfo, f"{namespace}/camera_info", image_qos
+        )
+        for topic, message_type in OUTPUTS.items():
+            self.subscribe(topic, message_type)
+        self.node.create_subscription(
+            DiagnosticArray, "/diagnostics", self.received["diagnostics"].append, 10
+        )
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+
+    def subscribe(self, topic: str, message_type: type) -> Any:
+        return self.node.create_subscription(
+            message_type, f"{self.namespace}/{topic}", self.received[topic].append, 10
+        )
+
+    def spin_until(self, condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return condition()
+
+    def wait_for_node(self, timeout: float = 60.0) -> bool:
+        """True once the node's subscription to our image topic exists (it is active)."""
+        return self.spin_until(lambda: self.image.get_subscription_count() > 0, timeout)
+
+    def send_and_wait(self, message: Any, topic: str = "faces", timeout: float = 20.0) -> Any:
+        """Publish an image and return the first new output on ``topic`` stamped like it."""
+        before = len(self.received[topic])
+        publisher = self.compressed if isinstance(message, CompressedImage) else self.image
+        publisher.publish(message)
+        stamp = (message.header.stamp.sec, message.header.stamp.nanosec)
+
+        def arrived() -> bool:
+            return any(
+                (m.header.stamp.sec, m.header.stamp.nanosec) == stamp
+                for m in self.received[topic][before:]
+            )
+
+        assert self.spin_until(arrived, timeout), f"no {topic} output for stamp {stamp}"
+        return next(
+            m
+            for m in self.received[topic][before:]
+            if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp
+        )
+
+    def latest_diagnostics(self) -> dict[str, str]:
+        status = self.received["diagnostics"][-1].status[0]
+        return {kv.key: kv.value for kv in status.values} | {
+            "_level": str(
+                int.from_bytes(status.level, "little")
+                if isinstance(status.level, bytes)
+                else status.level
+            ),
+            "_message": status.message,
+        }
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.executor.shutdown()
+        self.node.destroy_node()

@@ -266,6 +266,8 @@ def test_artefact_fitted_on_another_mean_face_is_refused(tmp_path: Path) -> None
     random_regressor(np.random.default_rng(9)).save(path)
     with pytest.raises(ModelFileError, match="different mean 3D face"):
         OcclusionRegressor.load(path, MEAN_FACE_M * 1.1)
+    with pytest.raises(ModelFileError, match="different mean 3D face"):
+        OcclusionRegressor.load(path, MEAN_FACE_M[:60])
 
 
 def test_bad_inputs_raise_and_impossible_poses_give_nan_rows() -> None:

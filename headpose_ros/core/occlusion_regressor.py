@@ -252,7 +252,10 @@ class OcclusionRegressor:
     landmark_scheme: str = IBUG68.name
 
     def __post_init__(self) -> None:
-        """Check every array against the others so that a bad artefact fails at load time."""
+        """Fix dtypes, then check every array against the others so bad artefacts fail at load."""
+        for name in _ARRAY_FIELDS:
+            value = np.asarray(getattr(self, name), dtype=_ARRAY_DTYPES.get(name, np.float64))
+            object.__setattr__(self, name, np.ascontiguousarray(value))
         problems = _consistency_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -319,8 +322,10 @@ class OcclusionRegressor:
             )
         except ValueError as error:
             raise ModelFileError(f"OR artefact {path} is inconsistent: {error}") from error
-        if mean_face_m is not None and not np.allclose(
-            regressor.mean_face_m, mean_face_m, atol=1e-6
+        expected_face = None if mean_face_m is None else np.asarray(mean_face_m, dtype=np.float64)
+        if expected_face is not None and (
+            expected_face.shape != regressor.mean_face_m.shape
+            or not np.allclose(regressor.mean_face_m, expected_face, atol=1e-6)
         ):
             raise ModelFileError(
                 f"OR artefact {path} was fitted with a different mean 3D face than the manifest's"
@@ -417,9 +422,6 @@ def _scheme(name: str) -> LandmarkScheme:
 
 def _consistency_problems(regressor: OcclusionRegressor) -> list[str]:
     """Every way the arrays disagree with each other (empty when the artefact is usable)."""
-    for name in _ARRAY_FIELDS:
-        value = np.asarray(getattr(regressor, name), dtype=_ARRAY_DTYPES.get(name, np.float64))
-        object.__setattr__(regressor, name, np.ascontiguousarray(value))
     r = regressor
     problems = []
     if r.landmark_scheme != IBUG68.name:

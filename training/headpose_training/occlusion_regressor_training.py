@@ -49,6 +49,7 @@ from headpose_ros.core.crop import (
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.inference import ModelRunner, load_model
 from headpose_ros.core.metrics import cumulative_error_curve, landmark_normaliser, nme_per_face
+from headpose_ros.core.model_paths import MANIFEST_NAME
 from headpose_ros.core.occlusion_regressor import (
     OcclusionRegressor,
     freak_pattern,
@@ -89,6 +90,7 @@ class OrFitConfig:
     basis_size: int = 32
     candidate_splits: int = 20
     shrinkage: float = 0.1
+    leaf_regularisation: float = 0.0
     initialisations: int = 8
     yaw_jitter_deg: float = 20.0
     pitch_jitter_deg: float = 10.0
@@ -164,7 +166,12 @@ def jittered_poses(
 
 @numba.njit(cache=True)
 def _fit_tree(
-    features: np.ndarray, targets: np.ndarray, depth: int, candidates: int, seed: int
+    features: np.ndarray,
+    targets: np.ndarray,
+    depth: int,
+    candidates: int,
+    regularisation: float,
+    seed: int,
 ) -> tuple[
     np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
 ]:  # pragma: no cover - compiled
@@ -173,8 +180,9 @@ def _fit_tree(
     ``features`` (N, P), ``targets`` (N, K). At every node ``candidates`` random pairs of pattern
     points are tried, each with the threshold half-way between two random samples' differences
     (so no training sample sits exactly on a threshold); the pair that most reduces the squared
-    error wins. Returns ``split_a``, ``split_b``, ``split_threshold`` (2^D - 1), the per-leaf mean
-    target (2^D, K) and the leaf of every sample (N,).
+    error wins. Returns ``split_a``, ``split_b``, ``split_threshold`` (2^D - 1), the per-leaf
+    target sum over ``count + regularisation`` (2^D, K; a ridge-shrunk mean, so that sparse leaves
+    hold small, trustworthy steps) and the leaf of every sample (N,).
     """
     np.random.seed(seed)
     num, num_pattern = features.shape
@@ -232,7 +240,7 @@ def _fit_tree(
         leaf_count[leaf_of[i]] += 1
     for leaf in range(nodes + 1):
         if leaf_count[leaf] > 0:
-            leaf_sum[leaf] /= leaf_count[leaf]
+            leaf_sum[leaf] /= leaf_count[leaf] + regularisation
     return split_a, split_b, threshold, leaf_sum, leaf_of
 
 
@@ -302,6 +310,7 @@ def fit_occlusion_regressor(
                 np.ascontiguousarray(remaining[active]),
                 config.depth,
                 config.candidate_splits,
+                config.leaf_regularisation,
                 int(rng.integers(2**31)),
             )
             split_a[stage, tree], split_b[stage, tree], split_threshold[stage, tree] = (
@@ -535,6 +544,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also report helen_test (held out; never tune on it)",
     )
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="list the artefact (role 'or') and its metrics in MODEL_DIR/manifest.json",
+    )
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     return parser.parse_args(argv)
@@ -578,6 +592,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{split: {"faces": len(nme["mnn"]), **_summary(nme)} for split, nme in results.items()},
     }
     (args.report_dir / "or_report.json").write_text(json.dumps(report, indent=2))
+    if args.register:
+        # A fresh artefact invalidates the manifest's recorded hash: re-register it at once.
+        from headpose_training.export import add_files_to_manifest
+
+        notes = {key: report[key] for key in ("config", "crop_box", *results)}
+        add_files_to_manifest(
+            args.model_dir / MANIFEST_NAME, {"or": output}, {"occlusion_regressor": notes}
+        )
     _write_plots(args.report_dir, curve, results)
     _write_csv(args.report_dir, results)
     print(json.dumps(report, indent=2))

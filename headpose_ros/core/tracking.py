@@ -139,13 +139,14 @@ class FaceTracker:
                 box = np.asarray(detection.box, dtype=np.float64)
                 self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
 
-    def update_from_landmarks(self, track: Track, landmarks: np.ndarray, reliable: bool) -> None:
+    def update_from_landmarks(self, track: Track, landmarks: np.ndarray, reliable: bool) -> bool:
         """After the network ran on a track's crop: the next crop follows these landmarks.
 
         Reliable landmarks are evidence unless the detector ran this frame and did not see the
         face: a network always outputs *some* face, so only the detector can tell that a face
         has gone. Unreliable ones (low visibility: the face left or is covered; or a box size
-        jump beyond :data:`MAX_SCALE_CHANGE`) are no evidence and leave the box where it was.
+        jump beyond :data:`MAX_SCALE_CHANGE`) are no evidence and leave the box where it was;
+        the update returns whether the landmarks were accepted.
         """
         finite = landmarks[np.all(np.isfinite(landmarks), axis=1)]
         box = (
@@ -158,12 +159,12 @@ class FaceTracker:
                 and 1.0 / MAX_SCALE_CHANGE <= side / max(track.side, 1e-6) <= MAX_SCALE_CHANGE
             )
         if not reliable or box is None:
-            track.evidence = False
-            return
+            return False  # a matching detection this frame still counts; nothing else does
         track.landmarks = landmarks
         track.box = box
         track.source = "tracking" if track.source != "external" else "external"
         track.evidence = track.evidence or not track.missed_by_detector
+        return True
 
     def end_frame(self) -> bool:
         """Count hits and misses, confirm and drop tracks; True when a track was dropped."""

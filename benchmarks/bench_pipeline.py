@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import sys
@@ -46,7 +47,7 @@ DLIB_MODEL = Path("/usr/share/dlib/shape_predictor_68_face_landmarks.dat")
 
 
 def rss_mb() -> float:
-    """Current resident set size in MB (from /proc; falls back to the peak)."""
+    """Return the resident set size in MB (from /proc; falls back to the peak)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -153,10 +154,8 @@ def timed(
 
 
 def pnp(points_2d: np.ndarray, points_3d: np.ndarray) -> None:
-    """The PnP a peer needs for a 6-DoF pose (same solver as ours)."""
-    cv2.solvePnP(
-        points_3d, points_2d.astype(np.float64), K, np.zeros(5), flags=cv2.SOLVEPNP_ITERATIVE
-    )
+    """Solve the PnP a peer needs for a 6-DoF pose (same solver as ours)."""
+    cv2.solvePnP(points_3d, points_2d.astype(np.float64), K, np.zeros(5), flags=cv2.SOLVEPNP_SQPNP)
 
 
 def peers(
@@ -265,7 +264,7 @@ def main() -> int:
         return 0
     cv2.setNumThreads(2)
     report: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores, no GPU",
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, no GPU",
         "scenes": {},
     }
     print(f"machine: {report['machine']}; RSS at start {rss_mb():.0f} MB")
@@ -295,14 +294,16 @@ def print_scene(faces: int, scene: dict) -> None:
     ours = scene["ours"]
     print(
         f"\n=== {faces} face(s), 640x480, {ours['frames']} steady-state frames, "
-        f"{ours['faces_mean']:.2f} faces/frame found, detector ran on {ours['detector_runs']} frames, OR {'on' if ours['or'] else 'absent'}"
+        f"{ours['faces_mean']:.2f} faces/frame found, detector ran on {ours['detector_runs']} "
+        f"frames, OR {'on' if ours['or'] else 'absent'}"
     )
     print(f"{'stage':10s} {'p50 ms':>8s} {'p95 ms':>8s}")
     for stage, value in ours["stages_ms"].items():
         print(f"{stage:10s} {value['p50']:8.2f} {value['p95']:8.2f}")
     total = ours["stages_ms"]["total"]
     print(
-        f"whole pipeline: p50 {total['p50']:.2f} ms ({1000 / total['p50']:.0f} FPS), p95 {total['p95']:.2f} ms; RSS {scene['rss_after_ours_mb']:.0f} MB"
+        f"whole pipeline: p50 {total['p50']:.2f} ms ({1000 / total['p50']:.0f} FPS), "
+        f"p95 {total['p95']:.2f} ms; RSS {scene['rss_after_ours_mb']:.0f} MB"
     )
     enc = scene["ours_encoder_only"]["stages_ms"]
     print(
@@ -313,7 +314,8 @@ def print_scene(faces: int, scene: dict) -> None:
     for name, peer in scene["peers"].items():
         ratio = total["p50"] / peer["total_ms"]["p50"]
         print(
-            f"{name:36s} {peer['total_ms']['p50']:8.2f} {peer['total_ms']['p95']:8.2f} {peer['faces_mean']:6.2f} {ratio:14.2f}"
+            f"{name:36s} {peer['total_ms']['p50']:8.2f} {peer['total_ms']['p95']:8.2f} "
+            f"{peer['faces_mean']:6.2f} {ratio:14.2f}"
         )
 
 

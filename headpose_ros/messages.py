@@ -21,10 +21,9 @@ import numpy as np
 from headpose_ros.core.geometry import rotation_to_quaternion
 from headpose_ros.core.metric_pose import CameraModel
 from headpose_ros.core.pipeline import FaceResult, FrameResult
-from headpose_ros.core.visualization import AXIS_COLOURS_RGB, face_marker_geometry
+from headpose_ros.core.visualization import MarkerSpec, marker_specs
 
 __all__ = [
-    "MARKERS_PER_FACE",
     "MessageFactory",
     "face_array_message",
     "face_message",
@@ -39,13 +38,6 @@ __all__ = [
 ]
 
 MessageFactory = Callable[..., Any]
-
-# visualization_msgs/Marker constants (fixed by the message definition).
-_ARROW, _LINE_LIST, _SPHERE_LIST, _TEXT = 0, 5, 7, 9
-_ADD, _DELETE = 0, 2
-#: Marker ids used for each face inside its namespace ``face_<id>``.
-MARKER_AXES, MARKER_ATTENTION, MARKER_LANDMARKS, MARKER_LABEL = range(4)
-MARKERS_PER_FACE = 4
 
 
 def rclpy_factory(type_name: str, **fields: Any) -> Any:
@@ -93,9 +85,9 @@ def _point(make: MessageFactory, xyz: Iterable[float]) -> Any:
     return make("geometry_msgs/msg/Point", x=x, y=y, z=z)
 
 
-def _colour(make: MessageFactory, rgb: tuple[float, float, float], alpha: float = 1.0) -> Any:
-    r, g, b = (float(v) for v in rgb)
-    return make("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=float(alpha))
+def _colour(make: MessageFactory, rgba: tuple[float, float, float, float]) -> Any:
+    r, g, b, a = (float(v) for v in rgba)
+    return make("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=a)
 
 
 def pose_message(make: MessageFactory, face: FaceResult) -> Any:
@@ -173,57 +165,32 @@ def pose_array_message(make: MessageFactory, header: Any, frame: FrameResult) ->
     )
 
 
-def _marker(
-    make: MessageFactory, header: Any, namespace: str, marker_id: int, **fields: Any
-) -> Any:
-    identity = make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
-    fields.setdefault("pose", make("geometry_msgs/msg/Pose", orientation=identity))
+#: visualization_msgs/Marker type for each MarkerSpec kind, and the two actions used.
+_MARKER_TYPES = {"arrow": 0, "line_list": 5, "sphere_list": 7, "text": 9}
+_ADD, _DELETE = 0, 2
+
+
+def _marker(make: MessageFactory, header: Any, spec: MarkerSpec) -> Any:
+    pose = make(
+        "geometry_msgs/msg/Pose",
+        position=_point(make, spec.position),
+        orientation=make("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0),
+    )
+    sx, sy, sz = (float(v) for v in spec.scale)
     return make(
         "visualization_msgs/msg/Marker",
         header=header,
-        ns=namespace,
-        id=marker_id,
-        action=fields.pop("action", _ADD),
-        **fields,
+        ns=spec.namespace,
+        id=spec.marker_id,
+        type=_MARKER_TYPES.get(spec.kind, 0),
+        action=_DELETE if spec.kind == "delete" else _ADD,
+        pose=pose,
+        scale=make("geometry_msgs/msg/Vector3", x=sx, y=sy, z=sz),
+        color=_colour(make, spec.colour),
+        points=[_point(make, p) for p in spec.points],
+        colors=[_colour(make, c) for c in spec.colours],
+        text=spec.text,
     )
-
-
-def _face_markers(
-    make: MessageFactory,
-    header: Any,
-    face: FaceResult,
-    camera: CameraModel | None,
-    image_size: tuple[int, int],
-) -> list[Any]:
-    geometry = face_marker_geometry(face, camera, image_size)
-    namespace = f"face_{face.track_id}"
-    axes_points, axes_colours = [], []
-    for end, rgb in zip(geometry.axis_ends, AXIS_COLOURS_RGB, strict=True):
-        axes_points += [_point(make, geometry.origin), _point(make, end)]
-        axes_colours += [_colour(make, rgb)] * 2
-    markers = [
-        _marker(make, header, namespace, MARKER_AXES, type=_LINE_LIST,
-                scale=make("geometry_msgs/msg/Vector3", x=0.01, y=0.0, z=0.0),
-                color=_colour(make, (1.0, 1.0, 1.0)), points=axes_points, colors=axes_colours),
-        _marker(make, header, namespace, MARKER_ATTENTION, type=_ARROW,
-                scale=make("geometry_msgs/msg/Vector3", x=0.02, y=0.04, z=0.06),
-                color=_colour(make, geometry.arrow_rgb, 0.9),
-                points=[_point(make, geometry.arrow_start), _point(make, geometry.arrow_end)]),
-        _marker(make, header, namespace, MARKER_LABEL, type=_TEXT, text=geometry.label,
-                scale=make("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.04),
-                color=_colour(make, (1.0, 1.0, 1.0)),
-                pose=make("geometry_msgs/msg/Pose",
-                          position=_point(make, geometry.label_position))),
-    ]  # fmt: skip
-    if geometry.landmarks is not None:
-        markers.append(
-            _marker(make, header, namespace, MARKER_LANDMARKS, type=_SPHERE_LIST,
-                    scale=make("geometry_msgs/msg/Vector3", x=0.006, y=0.006, z=0.006),
-                    color=_colour(make, (1.0, 1.0, 1.0)),
-                    points=[_point(make, p) for p in geometry.landmarks],
-                    colors=[_colour(make, rgb) for rgb in geometry.landmark_rgb])
-        )  # fmt: skip
-    return markers
 
 
 def marker_array_message(
@@ -235,21 +202,13 @@ def marker_array_message(
 ) -> tuple[Any, set[str]]:
     """visualization_msgs/MarkerArray for rviz, and the face ids it shows.
 
-    Per face, in namespace ``face_<id>``: head axes (x red, y green, z blue), an arrow along the
-    head's forward axis coloured by attention (red = looking away, green = looking at the
-    camera), the landmarks coloured by visibility (green visible, red occluded) and a text label.
-    Faces shown before (``previous_ids``) but gone now get DELETE markers, so rviz never keeps a
-    stale face on screen.
+    The geometry (head axes, attention arrow coloured red -> green, landmarks coloured by
+    visibility, a label; DELETE markers for faces gone since ``previous_ids``) comes from
+    :func:`headpose_ros.core.visualization.marker_specs`; this only turns it into messages.
     """
-    size = (int(frame.image_width), int(frame.image_height))
-    markers = [m for face in frame.faces for m in _face_markers(make, header, face, camera, size)]
-    current = {face.track_id for face in frame.faces}
-    for gone in sorted(set(previous_ids) - current):
-        markers += [
-            _marker(make, header, f"face_{gone}", marker_id, action=_DELETE)
-            for marker_id in range(MARKERS_PER_FACE)
-        ]
-    return make("visualization_msgs/msg/MarkerArray", markers=markers), current
+    specs, shown = marker_specs(frame, camera, set(previous_ids))
+    markers = [_marker(make, header, spec) for spec in specs]
+    return make("visualization_msgs/msg/MarkerArray", markers=markers), shown
 
 
 #: Gaze frame axes in the head frame (REP-155: z forward, x right, y down, i.e. optical style).

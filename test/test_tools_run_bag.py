@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from headpose_ros.messages import rosbags_factory
 from headpose_ros.tools import run_bag
 from headpose_ros.tools.annotations import read_pts
-from headpose_ros.tools.bag_messages import build_typestore, make_message, quaternion_to_rotation
+from headpose_ros.tools.bag_messages import build_typestore, quaternion_to_rotation
 
 # Fixtures shared with the other model-using test modules (see model_factory).
 model_dir = model_factory.model_dir
@@ -26,6 +27,7 @@ def write_bag(
     path: Path, data_300w: Path, storage: str, compressed: bool, zero_k: bool = False
 ) -> None:
     store = build_typestore()
+    make = rosbags_factory(store)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     files = sorted((data_300w / "helen_test").glob("*.jpg"))[:FRAMES]
@@ -41,19 +43,14 @@ def write_bag(
             image = cv2.imread(str(file))
             height, width = image.shape[:2]
             t = 2_000_000_000 + i * 100_000_000
-            stamp = make_message(
-                store, "builtin_interfaces/msg/Time", sec=t // 10**9, nanosec=t % 10**9
-            )
-            header = make_message(
-                store, "std_msgs/msg/Header", stamp=stamp, frame_id="camera_optical"
-            )
+            stamp = make("builtin_interfaces/msg/Time", sec=t // 10**9, nanosec=t % 10**9)
+            header = make("std_msgs/msg/Header", stamp=stamp, frame_id="camera_optical")
             k = (
                 np.zeros(9)
                 if zero_k
                 else np.array([500.0, 0, width / 2, 0, 500.0, height / 2, 0, 0, 1])
             )
-            info = make_message(
-                store,
+            info = make(
                 "sensor_msgs/msg/CameraInfo",
                 header=header,
                 width=width,
@@ -68,13 +65,12 @@ def write_bag(
                     if i != CORRUPT_FRAME
                     else np.frombuffer(b"\xff\xd8junk", np.uint8)
                 )
-                msg = make_message(store, image_type, header=header, format="jpeg", data=data)
+                msg = make(image_type, header=header, format="jpeg", data=data)
             else:
                 data = np.frombuffer(image.tobytes(), np.uint8)
                 if i == CORRUPT_FRAME:
                     data = data[:1000]  # truncated
-                msg = make_message(
-                    store,
+                msg = make(
                     image_type,
                     header=header,
                     height=height,
@@ -85,20 +81,16 @@ def write_bag(
                 )
             writer.write(image_conn, t, store.serialize_cdr(msg, image_type))
             landmarks = [
-                make_message(
-                    store, "headpose_msgs/msg/Landmark2D", x=float(x), y=float(y), visibility=1.0
-                )
+                make("headpose_msgs/msg/Landmark2D", x=float(x), y=float(y), visibility=1.0)
                 for x, y in read_pts(file.with_suffix(".pts"))
             ]
-            face = make_message(
-                store,
+            face = make(
                 "headpose_msgs/msg/Face",
                 id="gt",
                 landmarks=landmarks,
                 landmark_scheme="ibug68",
             )
-            truth = make_message(
-                store,
+            truth = make(
                 "headpose_msgs/msg/FaceArray",
                 header=header,
                 image_width=width,

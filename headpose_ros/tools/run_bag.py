@@ -32,7 +32,12 @@ from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import IntrinsicsError
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
 from headpose_ros.core.pipeline import FaceResult, FrameResult, HeadPoseEstimator
-from headpose_ros.core.visualization import marker_specs
+from headpose_ros.messages import (
+    face_array_message,
+    marker_array_message,
+    pose_array_message,
+    rosbags_factory,
+)
 from headpose_ros.tools.bag_messages import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -44,9 +49,6 @@ from headpose_ros.tools.bag_messages import (
     build_typestore,
     camera_from_info,
     decode_image_message,
-    face_array_message,
-    marker_array_message,
-    pose_array_message,
     quaternion_to_rotation,
 )
 from headpose_ros.tools.common import (
@@ -237,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ground_truth = GroundTruth()
     with Reader(args.bag) as reader:
         store = build_typestore(reader.connections)
+        make = rosbags_factory(store)
         image_conn, info_conn, gt_conn = _pick_topics(reader.connections, args)
         storage = args.storage if args.storage != "same" else _storage_of(args.bag)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
@@ -288,26 +291,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     continue
                 ground_truth.record(frame)
                 scheme = estimator.manifest.landmark_scheme
-                bag_out.write(
-                    out_faces,
-                    bag_time,
-                    store.serialize_cdr(
-                        face_array_message(store, frame, msg.header, scheme), FACE_ARRAY
-                    ),
+                markers, previous_ids = marker_array_message(
+                    make, msg.header, frame, camera, previous_ids
                 )
-                bag_out.write(
-                    out_poses,
-                    bag_time,
-                    store.serialize_cdr(pose_array_message(store, frame, msg.header), POSE_ARRAY),
+                outputs = (
+                    (out_faces, face_array_message(make, msg.header, frame, scheme), FACE_ARRAY),
+                    (out_poses, pose_array_message(make, msg.header, frame), POSE_ARRAY),
+                    (out_markers, markers, MARKER_ARRAY),
                 )
-                specs, previous_ids = marker_specs(frame, camera, previous_ids)
-                bag_out.write(
-                    out_markers,
-                    bag_time,
-                    store.serialize_cdr(
-                        marker_array_message(store, specs, msg.header), MARKER_ARRAY
-                    ),
-                )
+                for connection, message, msgtype in outputs:
+                    bag_out.write(connection, bag_time, store.serialize_cdr(message, msgtype))
             progress.close()
     estimator.close()
     writer.extra.update(

@@ -127,9 +127,9 @@ def test_rosbags_messages_match_the_rclpy_ones(frame: FrameResult) -> None:
 
     # Both libraries encode the same message (CDR padding bytes may differ, so compare decoded).
     from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import Header
 
     from headpose_msgs.msg import FaceArray
-    from std_msgs.msg import Header
 
 
     ros_message = face_array_message(rclpy_factory, Header(frame_id="cam"), frame, "ibug68")

@@ -128,15 +128,29 @@ def _graph(input_size: int, heatmap_size: int, encoder_only: bool, seed: int) ->
 
 
 def build_tiny_model(
-    folder: Path, input_size: int = 64, heatmap_size: int = 16, seed: int = 0
+    folder: Path,
+    input_size: int = 64,
+    heatmap_size: int = 16,
+    seed: int = 0,
+    with_or: bool = False,
 ) -> Path:
-    """Write manifest.json, mnn.onnx and encoder.onnx into ``folder``; return the folder."""
+    """Write manifest.json, mnn.onnx and encoder.onnx (and or.npz) into ``folder``.
+
+    ``with_or`` adds an OR artefact with random trees (from the OR tests' generator), so the
+    pipeline's refinement stage runs for real.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     for role, encoder_only in (("mnn", False), ("encoder", True)):
         path = folder / f"{role}.onnx"
         onnx.save(_graph(input_size, heatmap_size, encoder_only, seed), path)
         files[role] = {"path": path.name, "sha256": sha256_of(path)}
+    if with_or:
+        from test_core_occlusion_regressor import random_regressor
+
+        path = folder / "or.npz"
+        random_regressor(np.random.default_rng(seed)).save(path)
+        files["or"] = {"path": path.name, "sha256": sha256_of(path)}
     manifest = {
         "name": "tiny-random-test-model",
         "input_size": input_size,

@@ -129,6 +129,16 @@ def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir
     assert np.median(errors) < 0.12, errors
 
 
+def test_occlusion_regressor_refines_in_the_pipeline(data_300w: Path, tmp_path: Path) -> None:
+    folder = model_factory.build_tiny_model(tmp_path / "with_or", with_or=True)
+    image, _ = helen(data_300w, 1)[0]
+    with_or = estimator(folder).estimate(image, 0)
+    without = estimator(folder, **{"inference.use_or": False}).estimate(image, 0)
+    assert with_or.timings_ms["or"] > 0.0 and without.timings_ms["or"] == 0.0
+    assert np.all(np.isfinite(with_or.faces[0].landmarks))
+    assert not np.allclose(with_or.faces[0].landmarks, without.faces[0].landmarks)
+
+
 def test_bad_frames_are_skipped_and_counted(model_dir: Path) -> None:
     est = estimator(model_dir)
     cases = {

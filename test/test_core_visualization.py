@@ -1,0 +1,102 @@
+"""Marker geometry, colours and annotated images from synthetic face results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from headpose_ros.core.geometry import euler_to_matrix
+from headpose_ros.core.metric_pose import camera_from_intrinsics, ray_rotation
+from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.visualization import (
+    attention_colour,
+    draw_frame,
+    face_marker_geometry,
+    marker_specs,
+    visibility_colour,
+)
+
+K = np.array([[500.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def face(track_id: str, yaw: float, metric: bool) -> FaceResult:
+    position = np.array([0.1, 0.0, 1.0])
+    rotation = ray_rotation(position) @ euler_to_matrix(yaw, 0.0, 0.0)
+    landmarks = np.column_stack([np.linspace(300, 400, 68), np.linspace(200, 300, 68)])
+    return FaceResult(
+        track_id=track_id,
+        box=(300.0, 200.0, 400.0, 300.0),
+        score=0.9,
+        yaw=yaw,
+        pitch=0.0,
+        roll=0.0,
+        rotation=rotation,
+        position=position if metric else position / np.linalg.norm(position),
+        metric=metric,
+        attention=float(1 - abs(yaw) / (np.pi / 2)),
+        landmarks=landmarks,
+        visibility=np.linspace(0, 1, 68),
+        source="detector",
+        cut_by_border=False,
+    )
+
+
+def test_colours_run_from_red_to_green() -> None:
+    assert attention_colour(0.0) == (1.0, 0.0, 0.0)
+    assert attention_colour(1.0) == (0.0, 1.0, 0.0)
+    assert attention_colour(0.5) == (1.0, 1.0, 0.0)
+    assert attention_colour(float("nan")) == (1.0, 0.0, 0.0)
+    assert visibility_colour(1.0) == (0.0, 1.0, 0.0) and visibility_colour(0.0) == (1.0, 0.0, 0.0)
+
+
+def test_marker_geometry_follows_the_head() -> None:
+    camera = camera_from_intrinsics(K)
+    geometry = face_marker_geometry(face("1", 0.0, True), camera, (640, 480))
+    np.testing.assert_allclose(geometry.origin, [0.1, 0.0, 1.0])
+    forward = geometry.arrow_end - geometry.arrow_start
+    # Facing the camera: the attention arrow points back along the viewing ray.
+    np.testing.assert_allclose(
+        forward / np.linalg.norm(forward),
+        -geometry.origin / np.linalg.norm(geometry.origin),
+        atol=1e-9,
+    )
+    assert geometry.arrow_rgb == (0.0, 1.0, 0.0)
+    # Landmarks lie on the plane through the head, at the head's depth.
+    assert np.allclose(geometry.landmarks[:, 2], 1.0)
+    non_metric = face_marker_geometry(face("2", 0.5, False), None, (640, 480), nominal_depth_m=2.0)
+    assert non_metric.origin[2] == pytest.approx(2.0) and not non_metric.metric
+
+
+def test_marker_specs_delete_faces_that_left() -> None:
+    frame = FrameResult(
+        timestamp_ns=0,
+        image_width=640,
+        image_height=480,
+        faces=[face("1", 0.2, True), face("2", -0.3, True)],
+    )
+    specs, shown = marker_specs(frame, camera_from_intrinsics(K), set())
+    assert shown == {"1", "2"}
+    assert {(s.namespace, s.kind) for s in specs} >= {
+        ("face_1", "arrow"),
+        ("face_2", "text"),
+        ("face_1", "sphere_list"),
+    }
+    frame.faces = frame.faces[:1]
+    specs, shown = marker_specs(frame, None, shown)
+    deleted = {(s.namespace, s.marker_id) for s in specs if s.kind == "delete"}
+    assert shown == {"1"} and deleted == {("face_2", i) for i in range(4)}
+
+
+def test_draw_frame_marks_faces_and_skips() -> None:
+    image = np.zeros((480, 640, 3), np.uint8)
+    frame = FrameResult(
+        timestamp_ns=0, image_width=640, image_height=480, faces=[face("7", 0.0, False)]
+    )
+    canvas = draw_frame(image, frame)
+    assert canvas.shape == image.shape and image.max() == 0  # input untouched
+    assert canvas[195:305, 295:405].any() and not canvas[:100, :100].any()
+    skipped = draw_frame(
+        image,
+        FrameResult(timestamp_ns=0, image_width=640, image_height=480, skip_reason="empty_image"),
+    )
+    assert skipped.any()

@@ -21,7 +21,7 @@ from headpose_ros.core.landmarks import IBUG68, LandmarkScheme
 
 from headpose_training.data import pose_from_landmarks
 
-__all__ = ["AugmentConfig", "TrainingSample", "make_sample", "scale_hsv", "inside_crop"]
+__all__ = ["AugmentConfig", "TrainingSample", "inside_crop", "make_sample", "paint_occluder", "scale_hsv"]
 
 
 @dataclass(frozen=True)
@@ -63,19 +63,32 @@ def scale_hsv(crop: np.ndarray, factors: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2BGR)
 
 
-def _add_occluder(crop: np.ndarray, points: np.ndarray, config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
-    """Paint a random rectangle (flat colour plus noise) and return the visibility it leaves."""
-    size = crop.shape[0]
-    width, height = (rng.uniform(*config.occluder_size, size=2) * size).astype(int)
-    # Centre the rectangle on a random landmark so that it usually hides part of the face.
+def paint_occluder(
+    image: np.ndarray,
+    points: np.ndarray,
+    reference_size: float,
+    size_range: tuple[float, float],
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Paint a random rectangle (flat colour plus noise) in place; return the visibility left.
+
+    The rectangle's sides are ``size_range`` fractions of ``reference_size`` (the crop side) and
+    it is centred near a random landmark so that it usually hides part of the face. Used on
+    training crops and, by the evaluation, on whole test images.
+    """
+    height_px, width_px = image.shape[:2]
+    width, height = np.minimum(
+        (rng.uniform(*size_range, size=2) * reference_size).astype(int), [width_px, height_px]
+    )
+    width, height = max(width, 1), max(height, 1)
     anchor = points[rng.integers(len(points))]
     if not np.all(np.isfinite(anchor)):
-        anchor = np.array([size / 2.0, size / 2.0])
-    x0 = int(np.clip(anchor[0] + rng.uniform(-0.5, 0.5) * width - width / 2, 0, size - width))
-    y0 = int(np.clip(anchor[1] + rng.uniform(-0.5, 0.5) * height - height / 2, 0, size - height))
+        anchor = np.array([width_px / 2.0, height_px / 2.0])
+    x0 = int(np.clip(anchor[0] + rng.uniform(-0.5, 0.5) * width - width / 2, 0, width_px - width))
+    y0 = int(np.clip(anchor[1] + rng.uniform(-0.5, 0.5) * height - height / 2, 0, height_px - height))
     colour = rng.integers(0, 256, size=3)
     noise = rng.normal(0.0, rng.uniform(0.0, 40.0), size=(height, width, 3))
-    crop[y0 : y0 + height, x0 : x0 + width] = np.clip(colour + noise, 0, 255).astype(np.uint8)
+    image[y0 : y0 + height, x0 : x0 + width] = np.clip(colour + noise, 0, 255).astype(np.uint8)
     with np.errstate(invalid="ignore"):
         covered = (
             (points[:, 0] >= x0 - 0.5)
@@ -123,6 +136,6 @@ def make_sample(
     if config.enabled:
         crop = scale_hsv(crop, rng.uniform(*config.hsv_range, size=3))
         if rng.random() < config.occluder_probability:
-            visibility = _add_occluder(crop, points, config, rng)
+            visibility = paint_occluder(crop, points, out_size, config.occluder_size, rng)
     in_crop = inside_crop(points, out_size).astype(np.float64)
     return TrainingSample(crop, points, annotated * in_crop, visibility, pose)

@@ -206,7 +206,7 @@ def save_untrained_checkpoint(config_path: Path, data_dir: Path, out: Path) -> P
     model = MNN(config.model).eval()
     # Plausible pose statistics, so the untrained model's poses put the face in front of the camera.
     model.set_pose_statistics(*(torch.as_tensor(v) for v in pose_statistics(patches, config, mean_face_mm / 1000.0)))
-    state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [], "best_val": float("inf")}
+    state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": []}
     checkpoint = {"model": model.state_dict(), "state": state, "config": config.to_dict(), "mean_face_mm": mean_face_mm, "split": {"train": [], "val": []}}
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, out)

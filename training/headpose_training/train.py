@@ -6,8 +6,8 @@ ONNX and the held-out evaluation into one reproducible command.
 
 Schedule (paper 4.3.2). "pre+sym": heatmaps alone for ``pretrain_epochs``, then all four tasks
 of loss (5). "sym": all tasks from scratch. "pose": loss (1) alone (single-task baseline). Adam
-at 1e-3, halved when the validation loss has not improved for ``plateau_patience`` epochs; each
-phase starts a fresh optimiser at the base rate, as fine-tuning a pre-trained net does.
+at 1e-3, halved when the validation loss has not improved for ``plateau_patience`` epochs; the
+second phase starts a fresh optimiser at the base rate, as fine-tuning a pre-trained net does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -59,6 +60,7 @@ class TrainConfig:
     pretrain_epochs: int = 20
     epochs: int = 100
     time_budget_min: float = 0.0
+    pretrain_fraction: float = 0.3
     heatmap_sigma: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -69,8 +71,8 @@ class TrainConfig:
         """Fail on a misspelt schedule before hours of training, not after."""
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "pre+sym" and not 0 < self.pretrain_epochs < self.epochs:
-            raise ValueError("pre+sym needs 0 < pretrain_epochs < epochs")
+        if self.schedule == "pre+sym" and not (0 < self.pretrain_epochs < self.epochs and 0 < self.pretrain_fraction < 1):
+            raise ValueError("pre+sym needs 0 < pretrain_epochs < epochs and 0 < pretrain_fraction < 1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -95,17 +97,23 @@ class TrainConfig:
         fields["train_splits"] = tuple(fields.get("train_splits", cls.train_splits))
         return cls(**fields)
 
-    def phase_weights(self, epoch: int) -> LossWeights:
-        """Loss weights in force at ``epoch`` (0-based) under the configured schedule."""
+    def phase_weights(self, pretraining: bool) -> LossWeights:
+        """Loss weights in force in the current phase of the configured schedule."""
         if self.schedule == "pose":
             return LossWeights(pose_ed=self.weights.pose_ed, pose_ae=0.0, heatmaps=0.0, visibility=0.0)
-        if self.schedule == "pre+sym" and epoch < self.pretrain_epochs:
+        if pretraining:
             return LossWeights(pose_ed=0.0, pose_ae=0.0, heatmaps=self.weights.heatmaps, visibility=0.0)
         return self.weights
 
-    def phase_start(self, epoch: int) -> bool:
-        """True at the first epoch of a phase, where the optimiser restarts."""
-        return epoch == 0 or (self.schedule == "pre+sym" and epoch == self.pretrain_epochs)
+    def pretraining_done(self, epoch: int, elapsed_s: float) -> bool:
+        """Whether heatmap pre-training has had its share (epochs, or of the time budget).
+
+        With a time budget the share is ``pretrain_fraction`` of it, so a slower machine
+        shortens both phases in proportion instead of spending the whole budget pre-training.
+        """
+        if epoch >= self.pretrain_epochs:
+            return True
+        return bool(self.time_budget_min) and elapsed_s >= self.pretrain_fraction * self.time_budget_min * 60
 
 
 def load_config(path: Path | str) -> TrainConfig:
@@ -156,7 +164,6 @@ class ValidationResult:
     """Validation losses per task and the accuracy figures logged each epoch."""
 
     losses: dict[str, float]
-    total: float
     nme_io: float
     pose_mae: float
 
@@ -177,14 +184,12 @@ def validate(model: MNN, batch: dict[str, torch.Tensor], config: TrainConfig, me
         poses.append(output.pose_ed.numpy())
     count = len(batch["image"])
     losses = {name: sum(values) / count for name, values in terms.items()}
-    weights = config.weights
-    total = sum(getattr(weights, name) * value for name, value in losses.items())
     predicted, _ = decode_heatmaps(np.concatenate(heatmaps), config.model.input_size)
     gt = batch["landmarks"].numpy().astype(np.float64)
     nme = nme_per_face(predicted, gt, batch["mask"].numpy(), landmark_normaliser(gt, "interocular"))
     mae = pose_errors(np.concatenate(poses), batch["pose"].numpy()).mae["mean"]
     model.train()
-    return ValidationResult(losses, float(total), float(np.nanmean(nme)), mae)
+    return ValidationResult(losses, float(np.nanmean(nme)), mae)
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -228,6 +233,8 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
     counts across resumptions, so an interrupted run still ends when it was planned to.
     """
     torch.set_num_threads(config.threads)
+    # Crops are tiny: OpenCV's thread pool would only fight torch's threads for the cores.
+    cv2.setNumThreads(1)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = CACHE_DIR / f"patches_{config.model.input_size}.npz"
@@ -244,7 +251,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
 
     model = MNN(config.model)
     last = out_dir / "last.pt"
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [], "best_val": math.inf}
+    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [], "pretraining": config.schedule == "pre+sym"}
     if last.is_file():
         checkpoint = torch.load(last, weights_only=False)
         model.load_state_dict(checkpoint["model"])
@@ -255,7 +262,7 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
         model.set_pose_statistics(torch.as_tensor(mean), torch.as_tensor(std))
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     optimiser, scheduler = _new_optimiser(model, config)
-    if last.is_file() and not config.phase_start(state["epoch"]):
+    if last.is_file():
         optimiser.load_state_dict(checkpoint["optimiser"])
         scheduler.load_state_dict(checkpoint["scheduler"])
     rng = np.random.default_rng([config.seed, state["epoch"]])
@@ -268,9 +275,12 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
         if config.time_budget_min and state["elapsed_s"] > config.time_budget_min * 60:
             print(f"time budget of {config.time_budget_min} min reached at epoch {epoch}", flush=True)
             break
-        if config.phase_start(epoch) and epoch > 0:
+        if state["pretraining"] and config.pretraining_done(epoch, state["elapsed_s"]):
+            print(f"heatmap pre-training done after {epoch} epochs; training all tasks", flush=True)
+            state["pretraining"] = False
+            state["sym_start_epoch"] = epoch
             optimiser, scheduler = _new_optimiser(model, config)
-        weights = config.phase_weights(epoch)
+        weights = config.phase_weights(state["pretraining"])
         started = time.monotonic()
         order = rng.permutation(len(train_set.names))
         sums: dict[str, float] = {}
@@ -285,12 +295,12 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
             state["step"] += 1
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
-            progress.set_postfix(loss=f"{float(loss):.3f}")
+            progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
             if max_steps is not None and state["step"] >= max_steps:
                 break
         seconds = time.monotonic() - started
-        state["elapsed_s"] += seconds
         result = validate(model, val_batch, config, mean_face_t)
+        state["elapsed_s"] += time.monotonic() - started
         phase_total = sum(getattr(weights, name) * value for name, value in result.losses.items())
         scheduler.step(phase_total)
         images = (len(progress) if max_steps is None else state["step"]) * config.batch_size

@@ -27,6 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "headpose_node = headpose_ros.node:main",
+            "headpose_demo = headpose_ros.demo:main",
         ],
     },
 )

@@ -7,4 +7,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 export ROS_DOMAIN_ID="${HEADPOSE_DEMO_DOMAIN_ID:-$((1 + $$ % 100))}"
 unset ROS_LOCALHOST_ONLY
-exec "$ROOT/.venv/bin/python" "$ROOT/scripts/smoke_demo.py" "$@"
+exec "$ROOT/.venv/bin/headpose_demo" "$@"

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray, PoseStamped
@@ -26,6 +24,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from headpose_msgs.msg import FaceArray
+from headpose_ros.demo import astronaut_frame, camera_info_message, image_message
+
+__all__ = ["Probe", "astronaut_frame", "camera_info_message", "image_message", "start_node"]
 
 NODE_EXECUTABLE = Path(sys.executable).with_name("headpose_node")
 OUTPUTS = {
@@ -35,45 +36,6 @@ OUTPUTS = {
     "markers": MarkerArray,
     "debug_image": Image,
 }
-
-
-def astronaut_bgr(width: int = 640, height: int = 480, scale: float = 1.0) -> np.ndarray:
-    """scikit-image's public-domain astronaut portrait, scaled and centred on a grey canvas."""
-    from skimage import data
-
-    portrait = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
-    side = int(round(360 * scale))
-    portrait = cv2.resize(portrait, (side, side), interpolation=cv2.INTER_AREA)
-    canvas = np.full((height, width, 3), 90, dtype=np.uint8)
-    x0, y0 = (width - side) // 2, (height - side) // 2
-    sx0, sy0 = max(0, -x0), max(0, -y0)
-    dx0, dy0 = max(0, x0), max(0, y0)
-    w, h = min(side - sx0, width - dx0), min(side - sy0, height - dy0)
-    canvas[dy0 : dy0 + h, dx0 : dx0 + w] = portrait[sy0 : sy0 + h, sx0 : sx0 + w]
-    return canvas
-
-
-def camera_info(width: int = 640, height: int = 480, focal: float = 600.0) -> CameraInfo:
-    message = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-    message.k = [focal, 0.0, width / 2, 0.0, focal, height / 2, 0.0, 0.0, 1.0]
-    message.d = [0.0] * 5
-    message.header.frame_id = "camera_optical_frame"
-    return message
-
-
-def image_message(
-    image_bgr: np.ndarray, stamp_ns: int, frame_id: str = "camera_optical_frame"
-) -> Image:
-    message = Image(
-        height=image_bgr.shape[0],
-        width=image_bgr.shape[1],
-        encoding="bgr8",
-        step=image_bgr.shape[1] * 3,
-        data=image_bgr.tobytes(),
-    )
-    message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    message.header.frame_id = frame_id
-    return message
 
 
 def write_params(path: Path, model_dir: Path, **overrides: Any) -> Path:

@@ -15,8 +15,8 @@ from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from node_harness import (
     Probe,
-    astronaut_bgr,
-    camera_info,
+    astronaut_frame,
+    camera_info_message,
     image_message,
     start_node,
     stop_node,
@@ -48,10 +48,10 @@ def running_node(tmp_path: Path, model_dir: Path, ros_context):
 
 def test_every_output_carries_the_image_header(running_node) -> None:
     probe, _ = running_node
-    probe.camera_info.publish(camera_info())
-    image = astronaut_bgr()
+    probe.camera_info.publish(camera_info_message())
+    image = astronaut_frame()
     faces = probe.send_and_wait(image_message(image, 5 * SECOND))
-    assert (faces.header.stamp.sec, faces.header.frame_id) == (5, "camera_optical_frame")
+    assert (faces.header.stamp.sec, faces.header.frame_id) == (5, "demo_camera_optical_frame")
     assert (faces.image_width, faces.image_height) == (640, 480)
     assert len(faces.faces) == 1, "the detector finds the astronaut's face"
     face = faces.faces[0]
@@ -78,12 +78,12 @@ def test_every_output_carries_the_image_header(running_node) -> None:
 
 def test_metric_position_needs_camera_info(running_node) -> None:
     probe, _ = running_node
-    image = astronaut_bgr()
+    image = astronaut_frame()
     without = probe.send_and_wait(image_message(image, 1 * SECOND)).faces[0]
     assert not without.position_is_metric
     position = without.pose.position
     assert np.linalg.norm([position.x, position.y, position.z]) == pytest.approx(1.0, abs=1e-6)
-    probe.camera_info.publish(camera_info())
+    probe.camera_info.publish(camera_info_message())
     probe.spin_until(lambda: False, 0.5)
     with_info = probe.send_and_wait(image_message(image, 2 * SECOND)).faces[0]
     assert with_info.position_is_metric and with_info.pose.position.z > 0.1
@@ -91,7 +91,7 @@ def test_metric_position_needs_camera_info(running_node) -> None:
 
 def test_markers_of_a_vanished_face_are_deleted(running_node) -> None:
     probe, _ = running_node
-    probe.send_and_wait(image_message(astronaut_bgr(), 1 * SECOND))
+    probe.send_and_wait(image_message(astronaut_frame(), 1 * SECOND))
     # With the default drop_frames the track survives a few empty frames; keep sending.
     for index in range(2, 12):
         faces = probe.send_and_wait(
@@ -122,7 +122,7 @@ def test_bad_frames_are_counted_and_valid_ones_still_processed(running_node) -> 
         message.header.stamp.sec = 100 + index
         probe.image.publish(message)
         probe.spin_until(lambda: False, 0.1)
-    faces = probe.send_and_wait(image_message(astronaut_bgr(), 200 * SECOND))
+    faces = probe.send_and_wait(image_message(astronaut_frame(), 200 * SECOND))
     assert len(faces.faces) == 1
     assert process.poll() is None
 
@@ -130,9 +130,10 @@ def test_bad_frames_are_counted_and_valid_ones_still_processed(running_node) -> 
         if not probe.received["diagnostics"]:
             return False
         values = probe.latest_diagnostics()
-        return int(values.get("rejected: bad_image", 0)) == len(bad) and int(
-            values["frames processed"]
-        ) == 1
+        return (
+            int(values.get("rejected: bad_image", 0)) == len(bad)
+            and int(values["frames processed"]) == 1
+        )
 
     assert probe.spin_until(counted, 5.0), probe.latest_diagnostics()
     assert probe.latest_diagnostics()["device"] == "cpu"
@@ -144,7 +145,7 @@ def test_compressed_transport_decodes_jpeg(tmp_path: Path, model_dir: Path, ros_
     probe = Probe(ros_context)
     try:
         assert probe.spin_until(lambda: probe.compressed.get_subscription_count() > 0, 60.0)
-        ok, jpeg = cv2.imencode(".jpg", astronaut_bgr())
+        ok, jpeg = cv2.imencode(".jpg", astronaut_frame())
         message = CompressedImage(format="jpeg", data=jpeg.tobytes())
         message.header.stamp.sec = 7
         faces = probe.send_and_wait(message)
@@ -212,7 +213,7 @@ def test_lifecycle_transitions(tmp_path: Path, model_dir: Path, ros_context) -> 
         assert probe.image.get_subscription_count() == 0, "inactive node takes no images"
         assert _transition(probe, Transition.TRANSITION_ACTIVATE)
         assert probe.wait_for_node(20.0)
-        assert len(probe.send_and_wait(image_message(astronaut_bgr(), SECOND)).faces) == 1
+        assert len(probe.send_and_wait(image_message(astronaut_frame(), SECOND)).faces) == 1
         assert _transition(probe, Transition.TRANSITION_DEACTIVATE)
         assert probe.spin_until(lambda: probe.image.get_subscription_count() == 0, 10.0)
         assert _transition(probe, Transition.TRANSITION_CLEANUP)
@@ -263,7 +264,7 @@ def trained_node(tmp_path: Path, trained_model_dir: Path, ros_context):
 
 
 def test_mirrored_image_flips_yaw_and_roll(trained_node) -> None:
-    image = astronaut_bgr()
+    image = astronaut_frame()
     face = trained_node.send_and_wait(image_message(image, SECOND)).faces[0]
     mirrored = trained_node.send_and_wait(image_message(image[:, ::-1].copy(), 2 * SECOND)).faces[
         0
@@ -276,7 +277,7 @@ def test_mirrored_image_flips_yaw_and_roll(trained_node) -> None:
 
 
 def test_landmarks_lie_inside_the_enlarged_face_box(trained_node) -> None:
-    face = trained_node.send_and_wait(image_message(astronaut_bgr(), SECOND)).faces[0]
+    face = trained_node.send_and_wait(image_message(astronaut_frame(), SECOND)).faces[0]
     points = np.array([[lm.x, lm.y] for lm in face.landmarks])
     half = np.array([face.box.size_x, face.box.size_y]) * 0.8
     centre = np.array([face.box.center_x, face.box.center_y])
@@ -285,12 +286,12 @@ def test_landmarks_lie_inside_the_enlarged_face_box(trained_node) -> None:
 
 def test_metric_distance_scales_inversely_with_image_size(trained_node) -> None:
     # Same face image resized by s under fixed intrinsics: distance must scale as 1/s.
-    trained_node.camera_info.publish(camera_info())
+    trained_node.camera_info.publish(camera_info_message())
     trained_node.spin_until(lambda: False, 0.5)
     distances = {}
     for index, scale in enumerate((0.8, 1.2)):
         face = trained_node.send_and_wait(
-            image_message(astronaut_bgr(scale=scale), (10 + index) * SECOND)
+            image_message(astronaut_frame(scale), (10 + index) * SECOND)
         ).faces[0]
         assert face.position_is_metric
         p = face.pose.position

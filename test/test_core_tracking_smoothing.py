@@ -116,3 +116,19 @@ def test_one_euro_restarts_and_wraps_angles() -> None:
     assert abs(abs(out[0]) - np.pi) < 0.06
     assert filt(33_000_000, np.array([0.0]))[0] == out[0]  # repeated stamp: unchanged
     assert filt(10, np.array([1.0]))[0] == 1.0  # time went backwards: restart
+
+
+def test_detections_reanchor_only_drifted_tracks() -> None:
+    tracker = FaceTracker(TrackingConfig(deterministic_ids=True))
+    step(tracker, [(100, 100, 200, 200)])
+    track = tracker.tracks[0]
+    tracker.begin_frame()
+    tracker.update_from_landmarks(track, np.array([[105.0, 110.0], [195.0, 205.0]]), reliable=True)
+    tracker.end_frame()
+    step(tracker, [(98, 96, 202, 204)])  # agrees with the landmarks: keep the landmark box
+    np.testing.assert_allclose(track.box, [105, 110, 195, 205])
+    tracker.begin_frame()
+    tracker.update_from_landmarks(track, np.array([[150.0, 150.0], [240.0, 250.0]]), reliable=True)
+    tracker.end_frame()
+    step(tracker, [(98, 96, 202, 204)])  # drifted (IoU < 0.5): the detection re-anchors
+    np.testing.assert_allclose(track.box, [98, 96, 202, 204])

@@ -18,11 +18,14 @@ import numpy as np
 from headpose_ros.core.config import TrackingConfig
 from headpose_ros.core.detection import Detection
 
-__all__ = ["MAX_SCALE_CHANGE", "FaceTracker", "Track", "box_iou"]
+__all__ = ["MAX_SCALE_CHANGE", "REANCHOR_IOU", "FaceTracker", "Track", "box_iou"]
 
 #: Largest change of a track's box size from one frame's landmarks to the next that is
 #: believed; a bigger jump means the landmarks went astray, and the box is not followed.
 MAX_SCALE_CHANGE = 1.5
+#: Overlap between a track's landmark box and its matched detection below which the detector's
+#: box replaces the landmark box as the next crop.
+REANCHOR_IOU = 0.5
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -98,6 +101,17 @@ class FaceTracker:
             return 1.0 + distance  # always ranked after any overlap match
         return None
 
+    @staticmethod
+    def _landmarks_agree(track: Track, box: np.ndarray) -> bool:
+        """Tell whether the track's fresh landmark box makes a better crop than the detection.
+
+        Landmarks from the previous frame give a tighter, steadier box than a detector; the
+        detection only re-anchors the crop when the track had no fresh landmarks or has
+        drifted off the detected face (overlap below :data:`REANCHOR_IOU`).
+        """
+        fresh = track.landmarks is not None and track.misses == 0 and track.source != "detector"
+        return fresh and box_iou(track.box, box) >= REANCHOR_IOU
+
     def begin_frame(self) -> None:
         """Clear the per-frame evidence flags."""
         for track in self.tracks:
@@ -128,9 +142,11 @@ class FaceTracker:
             used_tracks.add(ti)
             used_detections.add(di)
             track, detection = self.tracks[ti], detections[di]
-            track.box = np.asarray(detection.box, dtype=np.float64)
+            box = np.asarray(detection.box, dtype=np.float64)
+            if not self._landmarks_agree(track, box):
+                track.box = box
+                track.source = source
             track.score = detection.score
-            track.source = source
             track.evidence = True
         for ti, track in enumerate(self.tracks):
             track.missed_by_detector = ti not in used_tracks

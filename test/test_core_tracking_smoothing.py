@@ -128,7 +128,7 @@ def test_detections_reanchor_only_drifted_tracks() -> None:
     step(tracker, [(98, 96, 202, 204)])  # agrees with the landmarks: keep the landmark box
     np.testing.assert_allclose(track.box, [105, 110, 195, 205])
     tracker.begin_frame()
-    tracker.update_from_landmarks(track, np.array([[150.0, 150.0], [240.0, 250.0]]), reliable=True)
+    tracker.update_from_landmarks(track, np.array([[130.0, 130.0], [225.0, 235.0]]), reliable=True)
     tracker.end_frame()
     step(tracker, [(98, 96, 202, 204)])  # drifted (IoU < 0.5): the detection re-anchors
     np.testing.assert_allclose(track.box, [98, 96, 202, 204])

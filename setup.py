@@ -28,6 +28,7 @@ setup(
         "console_scripts": [
             "headpose_node = headpose_ros.node:main",
             "headpose_demo = headpose_ros.demo:main",
+            "headpose_replay = headpose_ros.replay:main",
         ],
     },
 )

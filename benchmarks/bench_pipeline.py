@@ -257,6 +257,7 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--skip-peers", action="store_true", help="time only our pipeline")
     args = parser.parse_args()
     data_dir = args.shared / "data" / "300w_subset"
     if not data_dir.is_dir():
@@ -278,7 +279,9 @@ def main() -> int:
         )
         mean_face = estimator.manifest.mean_face_m
         estimator.close()
-        scene["peers"] = peers(frames, args.warmup, faces, mean_face, args.shared)
+        scene["peers"] = (
+            {} if args.skip_peers else peers(frames, args.warmup, faces, mean_face, args.shared)
+        )
         scene["rss_end_mb"] = rss_mb()
         report["scenes"][f"{faces} face(s)"] = scene
         print_scene(faces, scene)

@@ -107,6 +107,10 @@ class ModelRunner:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Idle intra-op threads would otherwise spin for a while after each run, stealing the
+        # cores that cropping, decoding and the OR need next (measured on 2 cores: the crop
+        # stage of 5 faces went from about 11 ms to about 1 ms).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(path), sess_options=options, providers=providers

@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from headpose_ros.core.config import (
     ConfigError,
@@ -14,6 +16,7 @@ from headpose_ros.core.config import (
     iter_settings,
 )
 from headpose_ros.core.image_codec import (
+    SUPPORTED_ENCODINGS,
     ImageDecodeError,
     decode_compressed_image,
     decode_raw_image,
@@ -132,3 +135,34 @@ def test_compressed_images() -> None:
         decode_compressed_image("jpeg", b"")
     with pytest.raises(ImageDecodeError):
         decode_compressed_image("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    encoding=st.sampled_from([*SUPPORTED_ENCODINGS, "", "bgr16", "jpeg"]),
+    height=st.integers(-2, 40),
+    width=st.integers(-2, 40),
+    step=st.integers(-4, 200),
+    big=st.booleans(),
+    data=st.binary(max_size=4000),
+)
+def test_raw_decoder_never_crashes(
+    encoding: str, height: int, width: int, step: int, big: bool, data: bytes
+) -> None:
+    try:
+        image = decode_raw_image(encoding, height, width, step, big, data)
+    except ImageDecodeError:
+        return
+    assert (
+        image.dtype == np.uint8 and image.shape == (height, width, 3) and image.flags.c_contiguous
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=2000))
+def test_compressed_decoder_never_crashes(data: bytes) -> None:
+    try:
+        image = decode_compressed_image("jpeg", data)
+    except ImageDecodeError:
+        return
+    assert image.ndim == 3 and image.shape[2] == 3

@@ -308,10 +308,12 @@ def print_scene(faces: int, scene: dict) -> None:
         f"whole pipeline: p50 {total['p50']:.2f} ms ({1000 / total['p50']:.0f} FPS), "
         f"p95 {total['p95']:.2f} ms; RSS {scene['rss_after_ours_mb']:.0f} MB"
     )
-    enc = scene["ours_encoder_only"]["stages_ms"]
+    encoder = scene["ours_encoder_only"]
+    enc = encoder["stages_ms"]
     print(
         f"encoder-only: total p50 {enc['total']['p50']:.2f} ms, p95 {enc['total']['p95']:.2f} ms; "
-        f"network per face p50 {enc['mnn']['p50'] / faces:.2f} ms"
+        f"network per face p50 {enc['mnn']['p50'] / faces:.2f} ms; "
+        f"{encoder['faces_mean']:.2f} faces/frame, detector on {encoder['detector_runs']} frames"
     )
     print(f"{'peer':36s} {'p50 ms':>8s} {'p95 ms':>8s} {'faces':>6s} {'ours/peer p50':>14s}")
     for name, peer in scene["peers"].items():

@@ -205,12 +205,27 @@ def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) ->
 def test_encoder_only_mode(data_300w: Path, model_dir: Path) -> None:
     est = estimator(model_dir, **{"inference.encoder_only": True})
     image, _ = helen(data_300w, 1)[0]
-    for i in range(3):
-        frame = est.estimate(image, i * FRAME_NS, camera=(K, np.zeros(5)))
-        face = frame.faces[0]
-        assert face.landmarks is None and face.visibility is None and face.metric
+    frames = [est.estimate(image, i * FRAME_NS, camera=(K, np.zeros(5))) for i in range(4)]
+    assert frames[0].faces and frames[0].detector_ran
+    for frame in frames:
         assert frame.timings_ms["decode"] == 0.0 and frame.timings_ms["or"] == 0.0
-    assert est.counters["detector_runs"] == 3  # no landmarks to track with
+        for face in frame.faces:
+            assert face.landmarks is None and face.visibility is None and face.metric
+    # Tracking follows the p^AE-placed mean face; random weights may lose it (a counted
+    # face_lost), after which the detector runs again.
+    lost = est.counters["event:face_lost"]
+    assert sum(len(f.faces) for f in frames) + lost >= 4
+    assert 1 <= est.counters["detector_runs"] <= 1 + lost
+
+
+def test_encoder_only_tracks_without_the_detector(
+    data_300w: Path, trained_model_dir: Path
+) -> None:
+    est = estimator(trained_model_dir, **{"inference.encoder_only": True})
+    image, _ = helen(data_300w, 1)[0]
+    for i in range(12):
+        assert len(est.estimate(np.roll(image, i, axis=1), i * FRAME_NS).faces) >= 1
+    assert est.counters["detector_runs"] <= 3
 
 
 def test_smoothed_replay_is_deterministic(data_300w: Path, model_dir: Path) -> None:

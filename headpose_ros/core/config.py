@@ -164,7 +164,7 @@ class InferenceConfig:
     encoder_only: bool = _setting(
         False,
         "Head pose only: run the encoder model (no heatmaps, no landmarks, no OR). Tracking then "
-        "follows detector boxes and the detector runs every frame.",
+        "follows the mean face placed by the network's alignment pose p^AE.",
     )
     use_or: bool = _setting(
         True,

@@ -45,7 +45,7 @@ from headpose_ros.core.metric_pose import (
     ray_rotation,
     solve_metric_pose,
 )
-from headpose_ros.core.occlusion_regressor import OcclusionRegressor
+from headpose_ros.core.occlusion_regressor import OcclusionRegressor, initial_shape
 from headpose_ros.core.smoothing import OneEuroFilter
 from headpose_ros.core.tracking import FaceTracker, Track
 
@@ -361,8 +361,7 @@ class HeadPoseEstimator:
             source = "external"
         else:
             due = (
-                self.config.inference.encoder_only
-                or self.tracker.needs_detection
+                self.tracker.needs_detection
                 or self._frames_since_detection + 1 >= self.config.detector.interval_frames
             )
             if self.detector is None or not due:
@@ -451,6 +450,7 @@ class HeadPoseEstimator:
         timer: _Timer,
     ) -> list[FaceResult]:
         crop_landmarks, visibility = self._landmarks(outputs, timer)
+        size = float(self.manifest.input_size)
         bearing_camera = camera if camera is not None else nominal_camera(*image_size)
         faces = []
         for index, item in enumerate(work):
@@ -468,20 +468,26 @@ class HeadPoseEstimator:
                     item.track, np.full((2, 2), np.nan), reliable=False
                 )
                 continue
+            to_image = invert_affine(item.affine)
             landmarks = vis = None
             if crop_landmarks is not None:
-                landmarks = apply_affine(crop_landmarks[index], invert_affine(item.affine))
+                landmarks = apply_affine(crop_landmarks[index], to_image)
                 vis = visibility[index]
                 reliable = float(vis.mean()) >= self.config.tracking.min_track_visibility
                 accepted = self.tracker.update_from_landmarks(item.track, landmarks, reliable)
-                if not accepted and not item.track.evidence:
-                    # Neither the landmarks nor a detection this frame vouch for the face.
-                    self._event(
-                        result,
-                        "face_lost",
-                        f"track {item.track.track_id}, mean visibility {vis.mean():.2f}",
-                    )
-                    continue
+                why = f"mean visibility {vis.mean():.2f}"
+            else:
+                # Encoder only: the mean face placed by p^AE (the pose trained for exactly this
+                # alignment) stands in for landmarks, so the crop still follows the head.
+                rigid = initial_shape(outputs.pose_ae[index], self.manifest.mean_face_m, size)
+                accepted = self.tracker.update_from_landmarks(
+                    item.track, apply_affine(rigid[0], to_image), reliable=True
+                )
+                why = "p^AE does not place a plausible face"
+            if not accepted and not item.track.evidence:
+                # Neither the landmarks nor a detection this frame vouch for the face.
+                self._event(result, "face_lost", f"track {item.track.track_id}, {why}")
+                continue
             timer.skip()
             face = self._pose(item, pose_ed, landmarks, vis, camera, bearing_camera, result)
             timer.lap("pnp")

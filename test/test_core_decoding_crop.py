@@ -79,3 +79,16 @@ def test_decode_flat_and_zero_maps_stay_finite() -> None:
 def test_decode_rejects_bad_shapes() -> None:
     with pytest.raises(ValueError):
         decode_heatmaps(np.zeros((68, 8, 8), np.float32), 32.0)
+
+
+@pytest.mark.parametrize(
+    "normalisation",
+    [Normalisation(), Normalisation("BGR", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))],
+)
+def test_network_input_matches_the_formula(normalisation: Normalisation) -> None:
+    crops = np.random.default_rng(2).integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    tensor = to_network_input(crops, normalisation)
+    pixels = crops[..., ::-1] if normalisation.channel_order == "RGB" else crops
+    expected = (pixels / 255.0 - np.array(normalisation.mean)) / np.array(normalisation.std)
+    assert tensor.dtype == np.float32 and tensor.flags.c_contiguous
+    np.testing.assert_allclose(tensor, expected.transpose(0, 3, 1, 2), atol=1e-5)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from headpose_ros.core.crop import (
+    Normalisation,
     apply_affine,
     crop_affine,
     crop_image,
     invert_affine,
     square_box_from_face_box,
+    to_network_input,
 )
 from headpose_ros.core.decoding import decode_heatmaps, heatmap_to_crop
 

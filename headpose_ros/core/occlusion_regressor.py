@@ -59,6 +59,7 @@ __all__ = [
     "initial_shape",
     "leaf_indices",
     "refine_reference",
+    "round_leaf_coefficients",
     "shape_indexed_features",
     "similarity_from_mean",
     "stage_diameters",
@@ -234,8 +235,8 @@ class OcclusionRegressor:
     ``mean_face_m`` (L, 3) the 3D face of the initial projection; ``pattern`` (P, 2);
     ``diameters`` (S,); per stage ``s`` and tree ``t``: ``tree_landmark`` (S, T),
     ``split_a``/``split_b``/``split_threshold`` (S, T, 2^D - 1), ``leaf_coefficients``
-    (S, T, 2^D, K); ``basis`` (S, K, 2L) maps coefficients to a residual (x0, y0, x1, ...) in
-    the mean-shape frame.
+    (S, T, 2^D, K), float16 precision; ``basis`` (S, K, 2L) maps coefficients to a residual
+    (x0, y0, x1, ...) in the mean-shape frame.
     """
 
     mean_shape: np.ndarray
@@ -256,6 +257,11 @@ class OcclusionRegressor:
         for name in _ARRAY_FIELDS:
             value = np.asarray(getattr(self, name), dtype=_ARRAY_DTYPES.get(name, np.float64))
             object.__setattr__(self, name, np.ascontiguousarray(value))
+        # Leaves are stored as float16 (half the artefact); round here so that a regressor in
+        # memory computes exactly what the same regressor computes after save and load.
+        object.__setattr__(
+            self, "leaf_coefficients", round_leaf_coefficients(self.leaf_coefficients)
+        )
         problems = _consistency_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
@@ -278,6 +284,7 @@ class OcclusionRegressor:
     def save(self, path: Path | str) -> None:
         """Write the compressed ``.npz`` artefact that :meth:`load` reads."""
         arrays = {name: getattr(self, name) for name in _ARRAY_FIELDS}
+        arrays["leaf_coefficients"] = arrays["leaf_coefficients"].astype(np.float16)
         np.savez_compressed(
             path,
             format_version=np.int64(ARTEFACT_FORMAT_VERSION),
@@ -412,6 +419,16 @@ _ARRAY_DTYPES = {
     "leaf_coefficients": np.float32,
     "basis": np.float32,
 }
+
+
+def round_leaf_coefficients(values: np.ndarray) -> np.ndarray:
+    """Leaf values at the precision the artefact stores them (float16), as float32.
+
+    Non-finite results (values beyond float16's range) are left for the consistency check to
+    report instead of being clipped silently.
+    """
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=np.float16).astype(np.float32)
 
 
 def _scheme(name: str) -> LandmarkScheme:

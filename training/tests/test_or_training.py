@@ -79,7 +79,9 @@ def synthetic_set(rng: np.random.Generator, count: int, size: int = 32) -> OrTra
 def test_fitting_reduces_error_on_unseen_faces() -> None:
     rng = np.random.default_rng(0)
     train, test = synthetic_set(rng, 160), synthetic_set(rng, 60)
-    config = OrFitConfig(num_stages=4, trees_per_landmark=2, initialisations=3, shrinkage=0.2)
+    config = OrFitConfig(
+        num_stages=4, trees_per_landmark=2, initialisations=3, leaf_regularisation=5.0
+    )
     regressor, curve = fit_occlusion_regressor(train, template_face_m(), config, progress=False)
     assert curve[-1] < 0.7 * curve[0]
     start = initial_shape(test.pose_ae, template_face_m(), CROP)

@@ -132,3 +132,14 @@ def test_detections_reanchor_only_drifted_tracks() -> None:
     tracker.end_frame()
     step(tracker, [(98, 96, 202, 204)])  # drifted (IoU < 0.5): the detection re-anchors
     np.testing.assert_allclose(track.box, [98, 96, 202, 204])
+
+
+def test_duplicate_tracks_on_one_face_are_merged() -> None:
+    tracker = FaceTracker(
+        TrackingConfig(deterministic_ids=True, iou_threshold=0.9, centre_distance=0.0)
+    )
+    step(tracker, [(100, 100, 200, 200)])
+    step(tracker, [(100, 100, 200, 200)])
+    # A strict matcher fails to continue track 1 and starts a second track on the same face.
+    assert step(tracker, [(110, 105, 210, 205)]) == ["1"]
+    assert [t.track_id for t in tracker.tracks] == ["1"]

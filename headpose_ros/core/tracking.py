@@ -18,7 +18,14 @@ import numpy as np
 from headpose_ros.core.config import TrackingConfig
 from headpose_ros.core.detection import Detection
 
-__all__ = ["MAX_SCALE_CHANGE", "REANCHOR_IOU", "FaceTracker", "Track", "box_iou"]
+__all__ = [
+    "DUPLICATE_IOU",
+    "MAX_SCALE_CHANGE",
+    "REANCHOR_IOU",
+    "FaceTracker",
+    "Track",
+    "box_iou",
+]
 
 #: Largest change of a track's box size from one frame's landmarks to the next that is
 #: believed; a bigger jump means the landmarks went astray, and the box is not followed.
@@ -26,6 +33,8 @@ MAX_SCALE_CHANGE = 1.5
 #: Overlap between a track's landmark box and its matched detection below which the detector's
 #: box replaces the landmark box as the next crop.
 REANCHOR_IOU = 0.5
+#: Tracks overlapping more than this are one face: the younger one is dropped.
+DUPLICATE_IOU = 0.5
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -194,11 +203,18 @@ class FaceTracker:
                 if not track.confirmed:
                     track.hits = 0
         before = len(self.tracks)
-        self.tracks = [
+        alive = [
             t
             for t in self.tracks
             if t.misses < self.config.drop_frames and (t.confirmed or t.hits > 0)
         ]
+        # Two tracks on one face (a detection that failed to match while landmarks drifted):
+        # keep the established one.
+        kept: list[Track] = []
+        for track in sorted(alive, key=lambda t: (not t.confirmed, -t.hits)):
+            if all(box_iou(track.box, other.box) < DUPLICATE_IOU for other in kept):
+                kept.append(track)
+        self.tracks = [t for t in self.tracks if any(t is k for k in kept)]
         return len(self.tracks) < before
 
     @property

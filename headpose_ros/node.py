@@ -126,10 +126,12 @@ class _Mailbox:
         self._condition = threading.Condition()
         self._item: Any = None
         self._closed = False
+        self.arrived = 0
         self.dropped = 0
 
     def put(self, item: Any) -> None:
         with self._condition:
+            self.arrived += 1
             if self._item is not None:
                 self.dropped += 1
             self._item = item
@@ -151,11 +153,16 @@ class _Mailbox:
 
 @dataclass
 class _Stats:
-    """Counters for diagnostics: totals since activation plus the current period's samples."""
+    """Counters for diagnostics: totals since activation plus the current period's samples.
+
+    Every frame the worker takes ends either processed or rejected (with a reason), so with the
+    mailbox's counts: received = processed + sum(rejected) + dropped (+ one still pending).
+    """
 
     received: int = 0
     processed: int = 0
     rejected: collections.Counter[str] = field(default_factory=collections.Counter)
+    events: collections.Counter[str] = field(default_factory=collections.Counter)
     latencies_ms: list[float] = field(default_factory=list)
     faces_last_frame: int = 0
     last_image_time: float | None = None
@@ -350,12 +357,12 @@ class HeadPoseNode(LifecycleNode):
         try:
             camera = camera_from_intrinsics(np.asarray(message.k), np.asarray(message.d))
         except IntrinsicsError as error:
-            self._warn_once(f"camera_info:{error}", f"camera_info ignored: {error}")
+            self._warn_once("bad_camera_info", f"camera_info ignored: {error}")
             camera = None
         with self._lock:
             self._camera, self._camera_frame = camera, message.header.frame_id
             if camera is None:
-                self._stats.rejected["invalid_camera_info"] += 1
+                self._stats.events["camera_info messages rejected"] += 1
 
     def _on_external_boxes(self, message: FaceArray) -> None:
         boxes = np.array(
@@ -384,7 +391,7 @@ class HeadPoseNode(LifecycleNode):
             ]
         if not candidates:
             with self._lock:
-                self._stats.rejected["no_external_boxes"] += 1
+                self._stats.events["frames without external boxes"] += 1
             return np.zeros((0, 4)), np.zeros(0)
         _, boxes, scores = min(candidates, key=lambda entry: abs(entry[0] - stamp_ns))
         return boxes, scores
@@ -406,6 +413,8 @@ class HeadPoseNode(LifecycleNode):
         """Worker loop: process the newest frame until the mailbox closes."""
         mailbox = self._mailbox
         while mailbox is not None and (message := mailbox.take()) is not None:
+            if not self.context.ok():  # shutting down: the publishers are gone
+                return
             try:
                 self._process(message)
             except Exception as error:  # noqa: BLE001 - the node must outlive any one frame
@@ -429,7 +438,7 @@ class HeadPoseNode(LifecycleNode):
             with self._lock:
                 self._stats.rejected["bad_image"] += 1
                 self._stats.period_problems += 1
-            self._warn_once(f"bad_image:{str(error)[:40]}", f"image rejected: {error}")
+            self._warn_once("bad_image", f"image rejected: {error}")
             return
         header = message.header
         if camera is not None and camera_frame and camera_frame != header.frame_id:
@@ -492,6 +501,7 @@ class HeadPoseNode(LifecycleNode):
         now = time.monotonic()
         with self._lock:
             stats = self._stats
+            arrived = self._mailbox.arrived if self._mailbox is not None else 0
             dropped = self._mailbox.dropped if self._mailbox is not None else 0
             elapsed = max(now - stats.period_start, 1e-6)
             latencies = np.asarray(stats.latencies_ms[-1000:])
@@ -502,12 +512,14 @@ class HeadPoseNode(LifecycleNode):
             stats.period_processed, stats.period_problems = 0, 0
             stats.latencies_ms = stats.latencies_ms[-1000:]
             values = {
-                "frames received": stats.received,
+                "frames received": arrived,
+                "frames taken by the worker": stats.received,
                 "frames processed": stats.processed,
                 "frames dropped (newest frame wins)": dropped,
                 "faces in last frame": stats.faces_last_frame,
                 "fps": f"{fps:.1f}",
                 **{f"rejected: {k}": v for k, v in sorted(stats.rejected.items())},
+                **dict(sorted(stats.events.items())),
             }
             last_image = stats.last_image_time
         p50 = float(np.percentile(latencies, 50)) if latencies.size else float("nan")

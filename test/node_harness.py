@@ -6,8 +6,10 @@ in the test process that publishes camera topics and records every output topic.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -61,33 +63,39 @@ def write_params(path: Path, model_dir: Path, **overrides: Any) -> Path:
 
 
 def start_node(params: Path, namespace: str = "/test", *ros_args: str) -> subprocess.Popen[str]:
-    """Start the node executable (it inherits the test's DDS settings)."""
-    return subprocess.Popen(
-        [
-            str(NODE_EXECUTABLE),
-            "--ros-args",
-            "-r",
-            f"__ns:={namespace}",
-            "--params-file",
-            str(params),
-            *ros_args,
-        ],
-        stdout=subprocess.PIPE,
+    """Start the node executable (it inherits the test's DDS settings).
+
+    Its output goes to a file, not a pipe: a pipe nobody reads until the end fills up and
+    blocks the node in the middle of a test.
+    """
+    log = tempfile.NamedTemporaryFile("w+", prefix="headpose_node_", suffix=".log", delete=False)
+    command = [str(NODE_EXECUTABLE), "--ros-args", "-r", f"__ns:={namespace}"]
+    process = subprocess.Popen(
+        [*command, "--params-file", str(params), *ros_args],
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    process.log_path = Path(log.name)  # type: ignore[attr-defined]
+    log.close()
+    return process
+
+
+def node_output(process: subprocess.Popen[str]) -> str:
+    """Everything the node printed so far."""
+    return process.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
 
 
 def stop_node(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
     """Stop the node with SIGINT (as Ctrl-C / launch would) and return its output."""
     if process.poll() is None:
-        process.send_signal(subprocess.signal.SIGINT)
+        process.send_signal(signal.SIGINT)
         try:
             process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    return process.stdout.read() if process.stdout else ""
+    return node_output(process)
 
 
 class Probe:

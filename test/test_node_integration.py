@@ -18,6 +18,7 @@ from node_harness import (
     astronaut_frame,
     camera_info_message,
     image_message,
+    node_output,
     start_node,
     stop_node,
     write_params,
@@ -226,7 +227,8 @@ def test_lifecycle_transitions(tmp_path: Path, model_dir: Path, ros_context) -> 
 def test_missing_model_fails_configure_naming_the_file(tmp_path: Path, ros_context) -> None:
     missing = tmp_path / "no_model_here"
     autostarted = start_node(write_params(tmp_path / "a.yaml", missing))
-    output = autostarted.communicate(timeout=60)[0]
+    autostarted.wait(timeout=60)
+    output = node_output(autostarted)
     assert autostarted.returncode == 1, output
     assert "configure failed" in output and str(missing / "manifest.json") in output
 
@@ -245,7 +247,8 @@ def test_invalid_parameter_file_stops_the_node_with_the_reason(
 ) -> None:
     params = write_params(tmp_path / "p.yaml", model_dir, **{"detector.interval_frames": 0})
     process = start_node(params)
-    output = process.communicate(timeout=60)[0]
+    process.wait(timeout=60)
+    output = node_output(process)
     assert process.returncode != 0
     assert "detector.interval_frames" in output
 

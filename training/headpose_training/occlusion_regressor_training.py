@@ -453,8 +453,8 @@ def evaluate_regressor(
     refined = regressor.refine(data.heatmaps, data.pose_ae, data.visibility, data.crop_size)
     initial = initial_shape(data.pose_ae, regressor.mean_face_m, data.crop_size)
     return {
-        "mnn": nme_interocular(decoded, data.targets),
-        "or_initial_shape": nme_interocular(initial, data.targets),
+        "mnn_decoded": nme_interocular(decoded, data.targets),
+        "or_start": nme_interocular(initial, data.targets),
         "mnn_or": nme_interocular(refined, data.targets),
     }
 
@@ -593,7 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_curve_nme_io_pct": curve,
         "refine_time_single_face": time_refine(regressor, val),
         "crop_box": "GT-landmark box (paper crop rule)",
-        **{split: {"faces": len(nme["mnn"]), **_summary(nme)} for split, nme in results.items()},
+        **{split: {"faces": len(nme["mnn_or"]), **_summary(nme)} for split, nme in results.items()},
     }
     (args.report_dir / "or_report.json").write_text(json.dumps(report, indent=2))
     if args.register:

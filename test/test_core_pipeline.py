@@ -266,7 +266,7 @@ box_arrays = st.one_of(
     hnp.arrays(
         np.float64,
         st.tuples(st.integers(0, 4), st.just(4)),
-        elements=st.one_of(st.floats(-200, 300), st.just(np.nan)),
+        elements=st.one_of(st.floats(-200, 300), st.floats(-1e9, 1e9), st.just(np.nan)),
     ),
     hnp.arrays(
         np.float64, hnp.array_shapes(max_dims=2, max_side=5), elements=st.floats(allow_nan=True)
@@ -275,11 +275,15 @@ box_arrays = st.one_of(
 
 
 @settings(
-    max_examples=80,
+    max_examples=200,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(image=image_arrays, boxes=box_arrays, stamp=st.integers(-(10**12), 10**12))
+@given(
+    image=image_arrays,
+    boxes=box_arrays,
+    stamp=st.one_of(st.integers(-(10**12), 10**12), st.floats(), st.none()),
+)
 def test_any_input_gives_a_result_or_a_counted_skip(
     fuzz_estimator: HeadPoseEstimator, image: np.ndarray, boxes: np.ndarray | None, stamp: int
 ) -> None:

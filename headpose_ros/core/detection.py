@@ -83,6 +83,10 @@ MEDIAPIPE_TO_LANDMARK_BOX = {
 }
 
 
+#: External box coordinates beyond this (pixels) are corrupt, not faces.
+_MAX_COORDINATE = 1e6
+
+
 class FaceDetector(abc.ABC):
     """Finds faces in a BGR image."""
 
@@ -135,9 +139,9 @@ def detections_from_boxes(
 ) -> tuple[list[Detection], int]:
     """Validate externally given ``(N, 4)`` boxes; return the usable ones and how many were bad.
 
-    Boxes with non-finite values or non-positive size are rejected (the caller counts them)
-    rather than raising, because one bad box from an upstream detector must not cost the other
-    faces of the frame.
+    Boxes with non-finite or absurd (beyond a million pixels) values or non-positive size are
+    rejected (the caller counts them) rather than raising, because one bad box from an upstream
+    detector must not cost the other faces of the frame.
     """
     array = np.asarray(boxes, dtype=np.float64)
     if array.size == 0:
@@ -151,11 +155,8 @@ def detections_from_boxes(
         raise ValueError(
             f"need one score per box, got {score_values.shape} for {len(array)} boxes"
         )
-    good = (
-        np.all(np.isfinite(array), axis=1)
-        & (array[:, 2] > array[:, 0])
-        & (array[:, 3] > array[:, 1])
-    )
+    sane = np.all(np.isfinite(array) & (np.abs(array) < _MAX_COORDINATE), axis=1)
+    good = sane & (array[:, 2] > array[:, 0]) & (array[:, 3] > array[:, 1])
     detections = [
         Detection(
             box=tuple(float(v) for v in box), score=float(np.clip(np.nan_to_num(score), 0.0, 1.0))

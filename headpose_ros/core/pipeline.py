@@ -62,7 +62,7 @@ __all__ = [
 _LOG = logging.getLogger(__name__)
 
 #: Whole-frame skip reasons (``FrameResult.skip_reason`` and counter keys ``skip:<reason>``).
-FRAME_SKIP_REASONS = ("unsupported_image", "empty_image", "image_too_small")
+FRAME_SKIP_REASONS = ("unsupported_image", "empty_image", "image_too_small", "invalid_timestamp")
 #: Per-face or per-frame events that drop or degrade a face (counter keys ``event:<reason>``).
 FACE_SKIP_REASONS = (
     "invalid_box",
@@ -278,6 +278,11 @@ class HeadPoseEstimator:
         timer = _Timer()
         self.counters["frames"] += 1
         image, reason, detail = prepare_image(image_bgr, self.config.min_image_side)
+        try:
+            timestamp_ns = int(timestamp_ns)
+        except (TypeError, ValueError, OverflowError):
+            image, reason, detail = None, "invalid_timestamp", f"timestamp {timestamp_ns!r}"
+            timestamp_ns = 0
         shape = getattr(image_bgr, "shape", ())
         height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
         result = FrameResult(

@@ -1,11 +1,16 @@
-"""Fitting the occlusion-aware regressor on synthetic heatmaps made from known shapes."""
+"""Fitting the occlusion-aware regressor: synthetic heatmaps of known shapes, and the command."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from headpose_ros.core.manifest import load_manifest
 from headpose_ros.core.occlusion_regressor import (
+    OcclusionRegressor,
     initial_occlusion,
     initial_shape,
     refine_reference,
@@ -15,6 +20,7 @@ from headpose_training.occlusion_regressor_training import (
     OrTrainingSet,
     fit_occlusion_regressor,
     jittered_poses,
+    main,
     nme_interocular,
     normalised_mean_shape,
 )
@@ -129,3 +135,51 @@ def test_normalised_mean_shape_ignores_position_scale_and_rotation() -> None:
     assert np.ptp(mean, axis=0).max() == pytest.approx(1.0)
     aligned = moved @ np.linalg.lstsq(moved, mean, rcond=None)[0]
     np.testing.assert_allclose(aligned, mean, atol=1e-6)
+
+
+@pytest.fixture
+def tiny_exported_model(tmp_path: Path, synthetic_face: np.ndarray) -> Path:
+    """A real (untrained, tiny) MNN exported to ONNX by the training package's own exporter."""
+    torch = pytest.importorskip("torch")
+    from headpose_training.export import export_checkpoint
+    from headpose_training.model import MNN, MNNConfig
+    from headpose_training.train import TrainConfig
+
+    config = TrainConfig(model=MNNConfig(input_size=64, stem_stride=4, channels=(8, 8, 8, 8, 8)))
+    model = MNN(config.model).eval()
+    # Small pose spread around a face 0.4 m in front of the crop camera: p^AE stays usable.
+    model.set_pose_statistics(torch.tensor([0, 0, 0, 0, 0, 0.4]), torch.full((6,), 1e-3))
+    checkpoint = tmp_path / "tiny.pt"
+    state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": []}
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "state": state,
+            "config": config.to_dict(),
+            "mean_face_mm": synthetic_face * 1000.0,
+            "split": {"train": [], "val": []},
+        },
+        checkpoint,
+    )
+    return export_checkpoint(checkpoint, tmp_path / "model").parent
+
+
+def test_command_fits_on_real_crops_and_registers_the_artefact(
+    tiny_300w: Path, tiny_exported_model: Path, tmp_path: Path
+) -> None:
+    report_dir = tmp_path / "report"
+    args = ["--model-dir", str(tiny_exported_model), "--data", str(tiny_300w)]
+    args += ["--report-dir", str(report_dir), "--num-stages", "2", "--initialisations", "2"]
+    assert main([*args, "--crop-variants", "2", "--evaluate-test", "--register"]) == 0
+
+    manifest, files = load_manifest(tiny_exported_model / "manifest.json")  # hashes verified
+    assert files["or"] == (tiny_exported_model / "or.npz").resolve()
+    regressor = OcclusionRegressor.load(files["or"], manifest.mean_face_m)
+    assert regressor.num_stages == 2
+    report = json.loads((report_dir / "or_report.json").read_text())
+    assert report["train_crops"] == 2 * 9  # 10 training faces, 1 held for validation, 2 crops each
+    assert report["helen_test"]["faces"] == 3
+    assert np.isfinite(report["helen_test"]["nme_io_mnn_or_pct"])
+    assert manifest.training["occlusion_regressor"]["helen_test"] == report["helen_test"]
+    assert (report_dir / "or_report.png").stat().st_size > 0
+    assert len((report_dir / "or_per_face.csv").read_text().splitlines()) == 1 + 1 + 3

@@ -29,6 +29,8 @@ setup(
             "headpose_node = headpose_ros.node:main",
             "headpose_demo = headpose_ros.demo:main",
             "headpose_replay = headpose_ros.replay:main",
+            "headpose_run = headpose_ros.tools.run_media:main",
+            "headpose_bag = headpose_ros.tools.run_bag:main",
         ],
     },
 )

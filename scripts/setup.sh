@@ -28,16 +28,18 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # --- prerequisites: fail early, naming what is missing and how to get it -------------------
 missing=()
-command -v "$PYTHON" >/dev/null 2>&1 || missing+=("python3.11 (the ROS 2 Kilted wheels are built for CPython 3.11): sudo apt-get install python3.11 python3.11-venv python3.11-dev")
 command -v cmake >/dev/null 2>&1 || missing+=("cmake (builds headpose_msgs): sudo apt-get install cmake")
-{ command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; } || missing+=("a C/C++ compiler (builds headpose_msgs): sudo apt-get install build-essential")
-command -v c++ >/dev/null 2>&1 || command -v g++ >/dev/null 2>&1 || missing+=("a C++ compiler (builds headpose_msgs): sudo apt-get install g++")
-if command -v "$PYTHON" >/dev/null 2>&1; then
-  "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
-    || missing+=("'$PYTHON' is not CPython 3.11; set PYTHON=/path/to/python3.11")
-  "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
-    || missing+=("the venv module for $PYTHON: sudo apt-get install python3.11-venv")
-  "$PYTHON" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null \
+if ! { command -v cc || command -v gcc; } >/dev/null 2>&1 || ! { command -v c++ || command -v g++; } >/dev/null 2>&1; then
+  missing+=("C and C++ compilers (build headpose_msgs): sudo apt-get install build-essential")
+fi
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  missing+=("$PYTHON (the ROS 2 Kilted wheels are built for CPython 3.11): sudo apt-get install python3.11 python3.11-venv python3.11-dev")
+elif ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' >/dev/null 2>&1; then
+  missing+=("CPython 3.11: '$PYTHON' is $("$PYTHON" --version 2>&1 || echo 'not runnable'); install python3.11 or set PYTHON=/path/to/python3.11")
+else
+  "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
+    || missing+=("the venv module of Python 3.11: sudo apt-get install python3.11-venv")
+  "$PYTHON" -c 'import os, sysconfig; assert os.path.isfile(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' >/dev/null 2>&1 \
     || missing+=("Python 3.11 headers (Python.h, for the message bindings): sudo apt-get install python3.11-dev")
 fi
 if ((${#missing[@]})); then

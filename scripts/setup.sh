@@ -35,7 +35,7 @@ fi
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
   missing+=("$PYTHON (the ROS 2 Kilted wheels are built for CPython 3.11): sudo apt-get install python3.11 python3.11-venv python3.11-dev")
 elif ! "$PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' >/dev/null 2>&1; then
-  missing+=("CPython 3.11: '$PYTHON' is $("$PYTHON" --version 2>&1 || echo 'not runnable'); install python3.11 or set PYTHON=/path/to/python3.11")
+  missing+=("CPython 3.11: '$PYTHON' is $("$PYTHON" --version 2>/dev/null || echo 'not runnable'); install python3.11 or set PYTHON=/path/to/python3.11")
 else
   "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 \
     || missing+=("the venv module of Python 3.11: sudo apt-get install python3.11-venv")

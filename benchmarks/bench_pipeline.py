@@ -272,7 +272,12 @@ def main() -> int:
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, no GPU",
         "scenes": {},
     }
-    print(f"machine: {report['machine']}; RSS at start {rss_mb():.0f} MB")
+    # Other work on the machine inflates every figure: say how busy it was.
+    report["load_average_1min_start"] = os.getloadavg()[0]
+    print(
+        f"machine: {report['machine']}; load average {os.getloadavg()[0]:.1f}; "
+        f"RSS at start {rss_mb():.0f} MB"
+    )
     for faces, side in ((1, 200), (5, 150)):
         frames = scene_frames(face_patches(data_dir, faces, side), args.frames + args.warmup)
         scene = {"ours": run_ours(frames, args.model_dir, False, args.warmup)}
@@ -289,6 +294,8 @@ def main() -> int:
         report["scenes"][f"{faces} face(s)"] = scene
         print_scene(faces, scene)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    report["load_average_1min_end"] = os.getloadavg()[0]
+    print(f"load average at the end: {report['load_average_1min_end']:.1f}")
     print(f"\npeak RSS of the whole run (ours + all peers loaded): {report['peak_rss_mb']:.0f} MB")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -300,3 +300,40 @@ def test_metric_distance_scales_inversely_with_image_size(trained_node) -> None:
         p = face.pose.position
         distances[scale] = np.linalg.norm([p.x, p.y, p.z])
     assert distances[0.8] / distances[1.2] == pytest.approx(1.2 / 0.8, rel=0.15)
+
+
+def test_external_boxes_replace_the_detector(tmp_path: Path, model_dir: Path, ros_context) -> None:
+    from headpose_msgs.msg import BoundingBox2D, Face, FaceArray
+
+    params = write_params(tmp_path / "p.yaml", model_dir, **{"input.external_boxes": True})
+    process = start_node(params)
+    probe = Probe(ros_context)
+    boxes = probe.node.create_publisher(FaceArray, "/test/face_boxes", 10)
+    try:
+        assert probe.wait_for_node()
+        assert probe.spin_until(lambda: boxes.get_subscription_count() > 0, 20.0)
+        upstream = FaceArray(
+            faces=[
+                Face(
+                    box=BoundingBox2D(center_x=294.0, center_y=165.0, size_x=90.0, size_y=90.0),
+                    detection_score=0.625,
+                )
+            ]
+        )
+        upstream.header.stamp.sec = 3
+        boxes.publish(upstream)
+        probe.spin_until(lambda: False, 0.5)
+        faces = probe.send_and_wait(image_message(astronaut_frame(), 3 * SECOND)).faces
+        assert len(faces) == 1 and faces[0].detection_score == 0.625
+        # An image with no boxes of its time gets no faces, and is counted, not dropped.
+        assert probe.send_and_wait(image_message(astronaut_frame(), 60 * SECOND)).faces == []
+        assert probe.spin_until(
+            lambda: (
+                probe.received["diagnostics"]
+                and probe.latest_diagnostics().get("frames without external boxes") == "1"
+            ),
+            5.0,
+        )
+    finally:
+        probe.close()
+        stop_node(process)

@@ -113,6 +113,8 @@ def test_bad_invocations_exit_with_a_message(
 ) -> None:
     assert run_media.main([str(tmp_path / "missing.mp4"), "--model-dir", str(model_dir)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert run_media.main(["97", "--model-dir", str(model_dir)]) == 2  # no such camera here
+    assert "camera 97 cannot be opened" in capsys.readouterr().err
     assert run_media.main([str(tmp_path), "--model-dir", str(tmp_path / "nomodel")]) == 2
     assert run_media.main([str(tmp_path), "--set", "inference.device=gpu"]) == 2
     assert "inference.device" in capsys.readouterr().err

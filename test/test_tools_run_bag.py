@@ -163,6 +163,7 @@ def test_bag_round_trip(
     assert summary["ground_truth"]["landmark_nme_interocular"]["faces"] == FRAMES - 1
     assert summary["ground_truth"]["unmatched"] == 1
     assert (report / "report.md").read_text().startswith("# headpose-bag report")
+    assert (report / "timeline.png").is_file()
 
 
 def test_zero_intrinsics_in_camera_info_are_counted(

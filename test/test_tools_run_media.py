@@ -69,6 +69,7 @@ def test_folder_run_accounts_for_every_image(
     }
     assert summary["landmark_nme_interocular"]["faces"] == 4
     assert "p50" in summary["latency_ms"]["mnn"]
+    assert (out / "timeline.png").stat().st_size > 10_000
 
 
 def test_video_run_writes_an_annotated_video(

@@ -31,6 +31,7 @@ __all__ = [
     "frame_record",
     "frame_status",
     "print_settings",
+    "plot_timeline",
     "print_summary",
 ]
 
@@ -208,6 +209,8 @@ class ResultWriter:
         self.faces = 0
         self.timings: dict[str, list[float]] = {stage: [] for stage in STAGES}
         self.extra: dict[str, Any] = {}
+        # (seconds, track id, yaw, pitch, roll in degrees, attention) for the timeline plot
+        self._timeline: list[tuple[float, str, float, float, float, float]] = []
 
     def write(
         self, index: int, source: str, frame: FrameResult, extra: dict[str, Any] | None = None
@@ -227,6 +230,11 @@ class ResultWriter:
             "status": record["status"],
         }
         total = round(frame.timings_ms.get("total", 0.0), 3)
+        for face in frame.faces:
+            angles = np.rad2deg([face.yaw, face.pitch, face.roll])
+            self._timeline.append(
+                (frame.timestamp_ns * 1e-9, face.track_id, *angles, face.attention)
+            )
         if not frame.faces:
             self._csv.writerow({**base, "total_ms": total})
         for face in frame.faces:
@@ -292,9 +300,42 @@ class ResultWriter:
         """Close the files, write summary.json next to them and return the summary."""
         self._jsonl.close()
         self._csv_file.close()
+        if self._timeline:
+            path = self.output_dir / "timeline.png"
+            plot_timeline(self._timeline, path)
+            self.extra.setdefault("plots", {})["timeline"] = str(path)
         summary = self.summary(counters)
         (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return summary
+
+
+def plot_timeline(rows: list[tuple[float, str, float, float, float, float]], path: Path) -> None:
+    """Yaw, pitch, roll and attention over time, one line per track, saved as a PNG.
+
+    The quickest way to see whether a run makes sense: tracks that flicker, angles that jump
+    or an attention score that never moves show up at a glance.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    start = min(row[0] for row in rows)
+    figure, axes = plt.subplots(4, 1, figsize=(10, 8), sharex=True)
+    labels = ("yaw (deg)", "pitch (deg)", "roll (deg)", "attention")
+    for track in sorted({row[1] for row in rows}):
+        mine = np.array([(row[0] - start, *row[2:]) for row in rows if row[1] == track])
+        for axis, column in zip(axes, range(1, 5), strict=True):
+            axis.plot(mine[:, 0], mine[:, column], ".-", markersize=3, label=f"id {track}")
+    for axis, label in zip(axes, labels, strict=True):
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[3].set_ylim(-0.05, 1.05)
+    axes[3].set_xlabel("time since the first face (s)")
+    axes[0].legend(loc="upper right", fontsize="small", ncol=4)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -355,6 +355,8 @@ def _write_markdown(path: Path, summary: dict[str, Any]) -> None:
         "| --- | --- | --- |",
         *[f"| {k} | {v['p50']} | {v['p95']} |" for k, v in summary["latency_ms"].items()],
     ]
+    if "plots" in summary:
+        lines += ["", "![angles and attention over time](timeline.png)"]
     if "ground_truth" in summary:
         lines += [
             "",

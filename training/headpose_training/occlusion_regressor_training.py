@@ -182,11 +182,13 @@ def _fit_tree(
     """Greedy least-squares regression tree on pattern-value differences.
 
     ``features`` (N, P), ``targets`` (N, K). At every node ``candidates`` random pairs of pattern
-    points are tried, each with the threshold half-way between two random samples' differences
-    (so no training sample sits exactly on a threshold); the pair that most reduces the squared
-    error wins. Returns ``split_a``, ``split_b``, ``split_threshold`` (2^D - 1), the per-leaf
-    target sum over ``count + regularisation`` (2^D, K; a ridge-shrunk mean, so that sparse leaves
-    hold small, trustworthy steps) and the leaf of every sample (N,).
+    points are tried, each with the threshold half-way between two random samples' (different)
+    differences, so no training sample sits on a threshold where the last-bit differences
+    between the numpy features here and the numba kernel's could send it the other way; the
+    pair that most reduces the squared error wins. Returns ``split_a``, ``split_b``,
+    ``split_threshold`` (2^D - 1), the per-leaf target sum over ``count + regularisation``
+    (2^D, K; a ridge-shrunk mean, so that sparse leaves hold small, trustworthy steps) and the
+    leaf of every sample (N,).
     """
     np.random.seed(seed)
     num, num_pattern = features.shape
@@ -215,9 +217,11 @@ def _fit_tree(
                 b = np.random.randint(num_pattern - 1)
                 b = b + 1 if b >= a else b
                 s1, s2 = members[np.random.randint(size)], members[np.random.randint(size)]
-                t = 0.5 * (
-                    (features[s1, a] - features[s1, b]) + (features[s2, a] - features[s2, b])
-                )
+                d1 = features[s1, a] - features[s1, b]
+                d2 = features[s2, a] - features[s2, b]
+                if d1 == d2:
+                    continue  # a threshold on a sample's own value would tie under rounding
+                t = 0.5 * (d1 + d2)
                 right[:] = 0.0
                 count_right = 0
                 for i in members:
@@ -324,9 +328,16 @@ def fit_occlusion_regressor(
             )
             leaves[stage, tree] = round_leaf_coefficients(config.shrinkage * leaf_mean)
             remaining[active] -= leaves[stage, tree][leaf_of]
-        # Apply the stage with the inference core's traversal so training sees inference's shapes.
-        reached = leaf_indices(
-            features[:, tree_landmark], split_a[stage], split_b[stage], split_threshold[stage]
+        # Apply the stage with the inference core's traversal so training sees inference's shapes;
+        # trees come in blocks of one per landmark, so each block reads ``features`` uncopied.
+        reached = np.concatenate(
+            [
+                leaf_indices(
+                    features, *(s[stage, block] for s in (split_a, split_b, split_threshold))
+                )
+                for block in np.split(np.arange(trees), config.trees_per_landmark)
+            ],
+            axis=1,
         )
         coefficients = leaves[stage][np.arange(trees)[None, :], reached].astype(np.float64)
         summed = np.einsum("ntk,nt->nk", coefficients, ~occluded[:, tree_landmark])
@@ -593,7 +604,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_curve_nme_io_pct": curve,
         "refine_time_single_face": time_refine(regressor, val),
         "crop_box": "GT-landmark box (paper crop rule)",
-        **{split: {"faces": len(nme["mnn_or"]), **_summary(nme)} for split, nme in results.items()},
+        **{
+            split: {"faces": len(nme["mnn_or"]), **_summary(nme)} for split, nme in results.items()
+        },
     }
     (args.report_dir / "or_report.json").write_text(json.dumps(report, indent=2))
     if args.register:

@@ -112,6 +112,19 @@ def test_fitting_is_seeded() -> None:
     np.testing.assert_array_equal(first.split_threshold, second.split_threshold)
 
 
+def test_training_curve_is_what_inference_computes_on_the_training_starts() -> None:
+    """The shapes fitting moves stage by stage are the shapes the shipped kernel produces."""
+    train = synthetic_set(np.random.default_rng(3), 30)
+    config = OrFitConfig(num_stages=2, trees_per_landmark=2, initialisations=2)
+    regressor, curve = fit_occlusion_regressor(train, template_face_m(), config, progress=False)
+    poses = jittered_poses(train.pose_ae, config, np.random.default_rng(config.seed))
+    visibility = np.tile(train.visibility, (2, 1))
+    heatmaps = np.tile(train.heatmaps, (2, 1, 1, 1))
+    refined = regressor.refine(heatmaps, poses, visibility, CROP)
+    targets = np.tile(train.targets, (2, 1, 1))
+    assert nme_interocular(refined, targets).mean() == pytest.approx(curve[-1], rel=1e-9)
+
+
 def test_pose_jitter_stays_within_the_notes_ranges() -> None:
     pose = np.tile([5.0, -3.0, 2.0, 0.0, 0.0, 0.4], (50, 1))
     config = OrFitConfig(initialisations=4)

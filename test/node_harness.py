@@ -6,13 +6,14 @@ in the test process that publishes camera topics and records every output topic.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,14 @@ from visualization_msgs.msg import MarkerArray
 from headpose_msgs.msg import FaceArray
 from headpose_ros.demo import astronaut_frame, camera_info_message, image_message
 
-__all__ = ["Probe", "astronaut_frame", "camera_info_message", "image_message", "start_node"]
+__all__ = [
+    "Probe",
+    "astronaut_frame",
+    "camera_info_message",
+    "image_message",
+    "node_and_probe",
+    "start_node",
+]
 
 NODE_EXECUTABLE = Path(sys.executable).with_name("headpose_node")
 OUTPUTS = {
@@ -173,3 +181,25 @@ class Probe:
         self.executor.remove_node(self.node)
         self.executor.shutdown()
         self.node.destroy_node()
+
+
+@contextlib.contextmanager
+def node_and_probe(
+    params: Path, context: Any, wait_active: bool = True, *ros_args: str
+) -> Iterator[tuple[Probe, subprocess.Popen[str]]]:
+    """A node process on /test and a probe talking to it; both stopped afterwards.
+
+    With ``wait_active`` the node must come up and subscribe to the image topic (autostart),
+    and must exit cleanly at the end.
+    """
+    process = start_node(params, "/test", *ros_args)
+    probe = Probe(context)
+    try:
+        if wait_active:
+            assert probe.wait_for_node(), node_output(process)
+        yield probe, process
+    finally:
+        probe.close()
+        output = stop_node(process)
+    if wait_active:
+        assert process.returncode == 0, output

@@ -18,9 +18,9 @@ from node_harness import (
     astronaut_frame,
     camera_info_message,
     image_message,
+    node_and_probe,
     node_output,
     start_node,
-    stop_node,
     write_params,
 )
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -36,15 +36,8 @@ DELETE = 2
 @pytest.fixture
 def running_node(tmp_path: Path, model_dir: Path, ros_context):
     """An auto-activated node on namespace /test and a probe talking to it."""
-    process = start_node(write_params(tmp_path / "params.yaml", model_dir))
-    probe = Probe(ros_context)
-    try:
-        assert probe.wait_for_node(), stop_node(process)
-        yield probe, process
-    finally:
-        probe.close()
-        output = stop_node(process)
-        assert process.returncode == 0, output
+    with node_and_probe(write_params(tmp_path / "params.yaml", model_dir), ros_context) as pair:
+        yield pair
 
 
 def test_every_output_carries_the_image_header(running_node) -> None:
@@ -142,18 +135,13 @@ def test_bad_frames_are_counted_and_valid_ones_still_processed(running_node) -> 
 
 def test_compressed_transport_decodes_jpeg(tmp_path: Path, model_dir: Path, ros_context) -> None:
     params = write_params(tmp_path / "p.yaml", model_dir, **{"input.transport": "compressed"})
-    process = start_node(params)
-    probe = Probe(ros_context)
-    try:
+    with node_and_probe(params, ros_context, wait_active=False) as (probe, _):
         assert probe.spin_until(lambda: probe.compressed.get_subscription_count() > 0, 60.0)
         ok, jpeg = cv2.imencode(".jpg", astronaut_frame())
         message = CompressedImage(format="jpeg", data=jpeg.tobytes())
         message.header.stamp.sec = 7
         faces = probe.send_and_wait(message)
         assert len(faces.faces) == 1 and faces.image_width == 640
-    finally:
-        probe.close()
-        stop_node(process)
 
 
 def _set_parameter(probe: Probe, name: str, value: ParameterValue):
@@ -205,9 +193,8 @@ def _state(probe: Probe) -> int:
 
 
 def test_lifecycle_transitions(tmp_path: Path, model_dir: Path, ros_context) -> None:
-    process = start_node(write_params(tmp_path / "p.yaml", model_dir, autostart=False))
-    probe = Probe(ros_context)
-    try:
+    params = write_params(tmp_path / "p.yaml", model_dir, autostart=False)
+    with node_and_probe(params, ros_context, wait_active=False) as (probe, _):
         assert _state(probe) == State.PRIMARY_STATE_UNCONFIGURED
         assert _transition(probe, Transition.TRANSITION_CONFIGURE)
         assert _state(probe) == State.PRIMARY_STATE_INACTIVE
@@ -219,9 +206,6 @@ def test_lifecycle_transitions(tmp_path: Path, model_dir: Path, ros_context) -> 
         assert probe.spin_until(lambda: probe.image.get_subscription_count() == 0, 10.0)
         assert _transition(probe, Transition.TRANSITION_CLEANUP)
         assert _state(probe) == State.PRIMARY_STATE_UNCONFIGURED
-    finally:
-        probe.close()
-        stop_node(process)
 
 
 def test_missing_model_fails_configure_naming_the_file(tmp_path: Path, ros_context) -> None:
@@ -232,14 +216,10 @@ def test_missing_model_fails_configure_naming_the_file(tmp_path: Path, ros_conte
     assert autostarted.returncode == 1, output
     assert "configure failed" in output and str(missing / "manifest.json") in output
 
-    managed = start_node(write_params(tmp_path / "m.yaml", missing, autostart=False))
-    probe = Probe(ros_context)
-    try:
+    managed = write_params(tmp_path / "m.yaml", missing, autostart=False)
+    with node_and_probe(managed, ros_context, wait_active=False) as (probe, _):
         assert not _transition(probe, Transition.TRANSITION_CONFIGURE)
         assert _state(probe) == State.PRIMARY_STATE_UNCONFIGURED
-    finally:
-        probe.close()
-        stop_node(managed)
 
 
 def test_invalid_parameter_file_stops_the_node_with_the_reason(
@@ -256,14 +236,9 @@ def test_invalid_parameter_file_stops_the_node_with_the_reason(
 # ------------------------------------------------------------ with the trained model only
 @pytest.fixture
 def trained_node(tmp_path: Path, trained_model_dir: Path, ros_context):
-    process = start_node(write_params(tmp_path / "params.yaml", trained_model_dir))
-    probe = Probe(ros_context)
-    try:
-        assert probe.wait_for_node(), stop_node(process)
+    params = write_params(tmp_path / "params.yaml", trained_model_dir)
+    with node_and_probe(params, ros_context) as (probe, _):
         yield probe
-    finally:
-        probe.close()
-        stop_node(process)
 
 
 def test_mirrored_image_flips_yaw_and_roll(trained_node) -> None:
@@ -306,11 +281,8 @@ def test_external_boxes_replace_the_detector(tmp_path: Path, model_dir: Path, ro
     from headpose_msgs.msg import BoundingBox2D, Face, FaceArray
 
     params = write_params(tmp_path / "p.yaml", model_dir, **{"input.external_boxes": True})
-    process = start_node(params)
-    probe = Probe(ros_context)
-    boxes = probe.node.create_publisher(FaceArray, "/test/face_boxes", 10)
-    try:
-        assert probe.wait_for_node()
+    with node_and_probe(params, ros_context) as (probe, _):
+        boxes = probe.node.create_publisher(FaceArray, "/test/face_boxes", 10)
         assert probe.spin_until(lambda: boxes.get_subscription_count() > 0, 20.0)
         upstream = FaceArray(
             faces=[
@@ -334,6 +306,3 @@ def test_external_boxes_replace_the_detector(tmp_path: Path, model_dir: Path, ro
         probe.spin_until(lambda: False, 0.5)
         faces = probe.send_and_wait(image_message(astronaut_frame(), 3 * SECOND)).faces
         assert len(faces) == 1 and faces[0].detection_score == 0.625
-    finally:
-        probe.close()
-        stop_node(process)

@@ -8,7 +8,7 @@ import pytest
 from headpose_ros.core.config import TrackingConfig
 from headpose_ros.core.detection import Detection, detections_from_boxes
 from headpose_ros.core.smoothing import OneEuroFilter
-from headpose_ros.core.tracking import FaceTracker
+from headpose_ros.core.tracking import FaceTracker, box_iou
 
 
 def step(tracker: FaceTracker, boxes: list[tuple[float, float, float, float]]) -> list[str]:
@@ -143,3 +143,18 @@ def test_duplicate_tracks_on_one_face_are_merged() -> None:
     # A strict matcher fails to continue track 1 and starts a second track on the same face.
     assert step(tracker, [(110, 105, 210, 205)]) == ["1"]
     assert [t.track_id for t in tracker.tracks] == ["1"]
+
+
+def test_a_shrunken_track_box_inside_the_detection_keeps_its_id() -> None:
+    tracker = FaceTracker(TrackingConfig(deterministic_ids=True))
+    step(tracker, [(170, 150, 345, 320)])
+    track = tracker.tracks[0]
+    start, end = np.array([170.0, 150, 345, 320]), np.array([250.0, 158, 359, 245])
+    for step_index in range(1, 5):  # landmarks contract frame by frame (a weak model)
+        x0, y0, x1, y1 = start + (end - start) * step_index / 4
+        tracker.begin_frame()
+        tracker.update_from_landmarks(track, np.array([[x0, y0], [x1, y1]]), reliable=True)
+        tracker.end_frame()
+    assert box_iou(track.box, np.array([171, 149, 346, 320])) < 0.3
+    assert step(tracker, [(171, 149, 346, 320)]) == ["1"]
+    np.testing.assert_allclose(track.box, [171, 149, 346, 320])  # re-anchored on the detection

@@ -19,11 +19,14 @@ from headpose_ros.core.config import TrackingConfig
 from headpose_ros.core.detection import Detection
 
 __all__ = [
+    "CONTAINMENT",
+    "DUPLICATE_CONTAINMENT",
     "DUPLICATE_IOU",
     "MAX_SCALE_CHANGE",
     "REANCHOR_IOU",
     "FaceTracker",
     "Track",
+    "box_containment",
     "box_iou",
 ]
 
@@ -33,8 +36,20 @@ MAX_SCALE_CHANGE = 1.5
 #: Overlap between a track's landmark box and its matched detection below which the detector's
 #: box replaces the landmark box as the next crop.
 REANCHOR_IOU = 0.5
+#: Share of the smaller box inside the other above which a detection continues a track even
+#: when their sizes differ too much for IoU to say so.
+CONTAINMENT = 0.7
 #: Tracks overlapping more than this are one face: the younger one is dropped.
 DUPLICATE_IOU = 0.5
+DUPLICATE_CONTAINMENT = 0.9
+
+
+def box_containment(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return float(ix * iy / smaller) if smaller > 0 else 0.0
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,6 +88,11 @@ class Track:
         return float(((self.box[2] - self.box[0]) + (self.box[3] - self.box[1])) / 2.0)
 
 
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two track boxes on one face: strong overlap, or one box almost entirely in the other."""
+    return box_iou(a, b) >= DUPLICATE_IOU or box_containment(a, b) >= DUPLICATE_CONTAINMENT
+
+
 class FaceTracker:
     """Matches detections to tracks and keeps the confirm/drop bookkeeping.
 
@@ -98,16 +118,25 @@ class FaceTracker:
         return uuid.uuid4().hex[:8]
 
     def _match_cost(self, track: Track, detection: Detection) -> float | None:
+        """Lower is better; None when the detection cannot be this track's face.
+
+        Overlap (IoU) ranks first. Failing that, a box lying mostly inside the other (a track
+        box that shrank or grew against the detector's) or close centres (fast motion) still
+        match, ranked after every overlap match.
+        """
         box = np.asarray(detection.box)
         iou = box_iou(track.box, box)
         if iou >= self.config.iou_threshold:
             return 1.0 - iou
+        containment = box_containment(track.box, box)
+        if containment >= CONTAINMENT:
+            return 2.0 - containment
         centre_track = (track.box[:2] + track.box[2:]) / 2.0
         distance = float(np.linalg.norm((box[:2] + box[2:]) / 2.0 - centre_track)) / max(
             track.side, 1e-6
         )
         if distance <= self.config.centre_distance:
-            return 1.0 + distance  # always ranked after any overlap match
+            return 2.0 + distance
         return None
 
     @staticmethod
@@ -212,7 +241,7 @@ class FaceTracker:
         # keep the established one.
         kept: list[Track] = []
         for track in sorted(alive, key=lambda t: (not t.confirmed, -t.hits)):
-            if all(box_iou(track.box, other.box) < DUPLICATE_IOU for other in kept):
+            if not any(_same_face(track.box, other.box) for other in kept):
                 kept.append(track)
         self.tracks = [t for t in self.tracks if any(t is k for k in kept)]
         return len(self.tracks) < before

@@ -13,6 +13,7 @@ the network.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -342,19 +343,23 @@ class PatchSet:
 def build_patch_set(
     folders: Sequence[Path],
     input_size: int,
-    cache_file: Path | None = None,
+    cache_dir: Path | None = None,
     context: float = 1.75,
     resolution: float = 1.5,
 ) -> PatchSet:
-    """Decode 300-W folders into a :class:`PatchSet`, cached in ``cache_file`` (npz).
+    """Decode 300-W folders into a :class:`PatchSet`, cached as an npz file in ``cache_dir``.
 
     A patch covers ``context`` times the landmark crop box at ``resolution`` times the network
     input's pixels per box side, so augmentation (rotation up to 45 degrees, 15% zoom, 5% shift)
-    never reads outside it and never upsamples. The cache key is the folder list and sizes.
+    never reads outside it and never upsamples. The cache file is named after a hash of the
+    folder list and sizes, so different data never share (or overwrite) a cache.
     """
     box_side = resolution * input_size
     patch_size = int(round(context * box_side))
     key = json.dumps({"folders": [str(f) for f in folders], "input": input_size, "context": context, "resolution": resolution})
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = cache_dir / f"patches_{input_size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
     if cache_file is not None and cache_file.is_file():
         cached = np.load(cache_file, allow_pickle=False)
         if str(cached["key"]) == key:

@@ -201,7 +201,7 @@ def save_untrained_checkpoint(config_path: Path, data_dir: Path, out: Path) -> P
 
     config = load_config(config_path)
     size = config.model.input_size
-    patches = build_patch_set([data_dir / split for split in config.train_splits], size, CACHE_DIR / f"patches_{size}.npz")
+    patches = build_patch_set([data_dir / split for split in config.train_splits], size, CACHE_DIR)
     mean_face_mm = estimate_mean_face(patches.landmarks)
     model = MNN(config.model).eval()
     # Plausible pose statistics, so the untrained model's poses put the face in front of the camera.

@@ -226,19 +226,20 @@ def _new_optimiser(model: MNN, config: TrainConfig) -> tuple[torch.optim.Optimiz
     return optimiser, scheduler
 
 
-def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max_steps: int | None = None) -> Path:
+def train(
+    config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, cache_dir: Path = CACHE_DIR
+) -> Path:
     """Train (or resume) a run in ``out_dir``; return the path of the final checkpoint.
 
-    ``max_steps`` stops after that many optimiser steps in total (smoke tests). The time budget
-    counts across resumptions, so an interrupted run still ends when it was planned to.
+    The time budget counts across resumptions, so an interrupted run still ends when it was
+    planned to. Decoded faces are cached in ``cache_dir``.
     """
     torch.set_num_threads(config.threads)
     # Crops are tiny: OpenCV's thread pool would only fight torch's threads for the cores.
     cv2.setNumThreads(1)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cache = CACHE_DIR / f"patches_{config.model.input_size}.npz"
-    patches = build_patch_set([data_dir / split for split in config.train_splits], config.model.input_size, cache)
+    patches = build_patch_set([data_dir / split for split in config.train_splits], config.model.input_size, cache_dir)
     train_idx, val_idx = split_train_val(len(patches.names), config.val_fraction, config.seed)
     train_set, val_set = patches.subset(train_idx), patches.subset(val_idx)
     mean_face_mm = estimate_mean_face(train_set.landmarks[train_set.mask.all(axis=1)])
@@ -296,17 +297,15 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
             for name, value in values.items():
                 sums[name] = sums.get(name, 0.0) + value
             progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
-            if max_steps is not None and state["step"] >= max_steps:
-                break
         seconds = time.monotonic() - started
         result = validate(model, val_batch, config, mean_face_t)
         state["elapsed_s"] += time.monotonic() - started
         phase_total = sum(getattr(weights, name) * value for name, value in result.losses.items())
         scheduler.step(phase_total)
-        images = (len(progress) if max_steps is None else state["step"]) * config.batch_size
+        images = len(batches) * config.batch_size
         record = {
             "epoch": epoch + 1,
-            "train": {name: value / max(1, len(progress)) for name, value in sums.items()},
+            "train": {name: value / max(1, len(batches)) for name, value in sums.items()},
             "val": result.losses,
             "val_total": phase_total,
             "val_nme_io": result.nme_io,
@@ -334,8 +333,6 @@ def train(config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, max
         torch.save(checkpoint, out_dir / "last.tmp")
         (out_dir / "last.tmp").replace(last)
         plot_history(state["history"], out_dir / "loss_curves.png")
-        if max_steps is not None and state["step"] >= max_steps:
-            break
     return last
 
 

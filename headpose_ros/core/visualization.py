@@ -124,6 +124,13 @@ def _axes_2d(face: FaceResult) -> tuple[np.ndarray, np.ndarray]:
     return centre, centre + face.rotation.T[:, :2] * length
 
 
+def _text(canvas: np.ndarray, text: str, origin: tuple[int, int], size: float, bgr: tuple) -> None:
+    """Text with a dark outline, legible on any background."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    cv2.putText(canvas, text, origin, font, size, (0, 0, 0), 3, cv2.LINE_AA)
+    cv2.putText(canvas, text, origin, font, size, bgr, 1, cv2.LINE_AA)
+
+
 def draw_frame(image_bgr: np.ndarray, frame: FrameResult) -> np.ndarray:
     """Draw box, id, angles, head axes and landmarks of every face on a copy of the image.
 
@@ -135,28 +142,12 @@ def draw_frame(image_bgr: np.ndarray, frame: FrameResult) -> np.ndarray:
     scale = max(0.4, min(size) / 800.0)
     thickness = max(1, int(round(2 * scale)))
     if frame.skip_reason:
-        cv2.putText(
-            canvas,
-            f"skipped: {frame.skip_reason}",
-            (10, int(30 * scale)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 255),
-            thickness,
-        )
+        _text(canvas, f"skipped: {frame.skip_reason}", (10, int(30 * scale)), scale, (0, 0, 255))
     for face in frame.faces:
         x0, y0, x1, y1 = (int(round(v)) for v in face.box)
         colour = _bgr(attention_colour(face.attention))
         cv2.rectangle(canvas, (x0, y0), (x1, y1), colour, thickness)
-        cv2.putText(
-            canvas,
-            face_label(face),
-            (x0, max(12, y0 - 6)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.5 * scale + 0.1,
-            colour,
-            thickness,
-        )
+        _text(canvas, face_label(face), (x0, max(14, y0 - 6)), 0.45 + 0.3 * scale, colour)
         if face.landmarks is not None and face.visibility is not None:
             for (x, y), v in zip(face.landmarks, face.visibility, strict=True):
                 cv2.circle(

@@ -516,7 +516,11 @@ class HeadPoseEstimator:
     ) -> FaceResult:
         """Orientation from ``p^ED`` on the viewing ray; position from PnP or the network."""
         box = item.track.box
-        centre = landmarks.mean(axis=0) if landmarks is not None else (box[:2] + box[2:]) / 2.0
+        if landmarks is not None:  # the head origin lies between the eyes
+            scheme = self.manifest.scheme
+            centre = landmarks[list(scheme.right_eye) + list(scheme.left_eye)].mean(axis=0)
+        else:
+            centre = (box[:2] + box[2:]) / 2.0
         bearing = bearing_camera.bearing(centre)
         rotation = ray_rotation(bearing) @ orientation_from_network(pose_ed)
         position, metric, error, note = bearing, False, float("nan"), "no camera intrinsics"

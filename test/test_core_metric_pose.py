@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from model_factory import synthetic_mean_face_mm
 
-from headpose_ros.core.geometry import euler_to_matrix
+from headpose_ros.core.geometry import attention_score, euler_to_matrix
 from headpose_ros.core.metric_pose import (
     IntrinsicsError,
     MetricPose,
-    attention,
     camera_from_intrinsics,
     ray_rotation,
     solve_metric_pose,
@@ -101,10 +100,14 @@ def test_ray_rotation_turns_optical_axis_onto_ray() -> None:
 
 
 def test_attention_is_one_facing_and_zero_turned_away() -> None:
-    assert attention(euler_to_matrix(0, 0, 0), None, np.pi / 2) == pytest.approx(1.0)
-    assert attention(euler_to_matrix(np.pi / 2, 0, 0), None, np.pi / 2) == pytest.approx(0.0)
-    assert attention(euler_to_matrix(np.pi / 4, 0, 0), None, np.pi / 2) == pytest.approx(0.5)
+    assert attention_score(euler_to_matrix(0, 0, 0), np.array([0, 0, 1.0])) == pytest.approx(1.0)
+    assert attention_score(
+        euler_to_matrix(np.pi / 2, 0, 0), np.array([0, 0, 1.0])
+    ) == pytest.approx(0.0)
+    assert attention_score(
+        euler_to_matrix(np.pi / 4, 0, 0), np.array([0, 0, 1.0])
+    ) == pytest.approx(0.5)
     # Off-axis face turned to look at the camera: forward axis along -position.
     position = np.array([0.5, 0.0, 1.0])
     facing = ray_rotation(position) @ euler_to_matrix(0, 0, 0)
-    assert attention(facing, position, np.pi / 2) == pytest.approx(1.0)
+    assert attention_score(facing, position) == pytest.approx(1.0)

@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 
 from headpose_ros.core.config import config_from_flat
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
-from headpose_ros.core.pipeline import FRAME_SKIP_REASONS, HeadPoseEstimator
+from headpose_ros.core.pipeline import FACE_SKIP_REASONS, FRAME_SKIP_REASONS, HeadPoseEstimator
 from headpose_ros.tools.annotations import read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).
@@ -294,3 +294,4 @@ def test_any_input_gives_a_result_or_a_counted_skip(
         assert frame.skip_reason in FRAME_SKIP_REASONS and not frame.faces
     for face in frame.faces:
         assert np.all(np.isfinite(face.landmarks)) and 0.0 <= face.attention <= 1.0
+    assert all(event.split(":")[0] in FACE_SKIP_REASONS for event in frame.events)

@@ -38,16 +38,6 @@ class Detection:
     box: tuple[float, float, float, float]
     score: float
 
-    @property
-    def width(self) -> float:
-        """Box width in pixels."""
-        return self.box[2] - self.box[0]
-
-    @property
-    def height(self) -> float:
-        """Box height in pixels."""
-        return self.box[3] - self.box[1]
-
 
 @dataclass(frozen=True)
 class BoxCalibration:

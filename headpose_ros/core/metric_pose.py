@@ -1,4 +1,4 @@
-"""Metric 6-DoF head pose from landmarks and camera intrinsics, and the attention score.
+"""Metric 6-DoF head pose from landmarks and camera intrinsics.
 
 With intrinsics, PnP of the *visible* landmarks against the manifest's mean 3D face gives the
 head's position and orientation in the camera optical frame (metres). Occluded landmarks are
@@ -14,13 +14,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from headpose_ros.core.geometry import attention_score, euler_to_matrix
+from headpose_ros.core.geometry import euler_to_matrix
 
 __all__ = [
     "CameraModel",
     "IntrinsicsError",
     "MetricPose",
-    "attention",
     "camera_from_intrinsics",
     "nominal_camera",
     "orientation_from_network",
@@ -129,17 +128,6 @@ def orientation_from_network(pose_ed_deg: np.ndarray) -> np.ndarray:
     """Rotation matrix of the network's ``p^ED`` Euler angles (degrees)."""
     yaw, pitch, roll = np.deg2rad(np.asarray(pose_ed_deg[:3], dtype=np.float64))
     return euler_to_matrix(yaw, pitch, roll)
-
-
-def attention(rotation: np.ndarray, position: np.ndarray | None, max_angle_rad: float) -> float:
-    """Attention in [0, 1]; without a position the head is taken to be on the optical axis.
-
-    The non-metric case is exact for the network's orientation, which is expressed relative to
-    a camera looking straight at the face.
-    """
-    return attention_score(
-        rotation, np.array([0.0, 0.0, 1.0]) if position is None else position, max_angle_rad
-    )
 
 
 def ray_rotation(bearing: np.ndarray) -> np.ndarray:

@@ -359,6 +359,7 @@ def print_summary(summary: dict[str, Any]) -> None:
             "latency_ms",
             "estimator_counters",
             "outputs",
+            "settings",
         ):
             print(f"{key}: {json.dumps(value)}")
     print("outputs: " + ", ".join(f"{k}={v}" for k, v in summary["outputs"].items()))

@@ -25,7 +25,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from tqdm import tqdm
 
-from headpose_ros.core.config import ConfigError
+from headpose_ros.core.config import ConfigError, config_to_flat
 from headpose_ros.core.geometry import matrix_to_euler
 from headpose_ros.core.image_codec import ImageDecodeError
 from headpose_ros.core.manifest import ModelFileError
@@ -312,6 +312,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "camera_info_topic": info_conn.topic if info_conn is not None else None,
             "output_topics": [f"{prefix}/faces", f"{prefix}/poses", f"{prefix}/markers"],
             "device": estimator.device,
+            "settings": config_to_flat(config),
             "model": str(estimator.model.folder),
         }
     )

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from headpose_ros.core.config import ConfigError
+from headpose_ros.core.config import ConfigError, config_to_flat
 from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import IntrinsicsError
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> dict:
             "median": round(float(np.median(errors)), 4),
         }
     writer.extra["device"] = estimator.device
+    writer.extra["settings"] = config_to_flat(config)
     writer.extra["model"] = str(estimator.model.folder)
     summary = writer.close(estimator.counters)
     summary["outputs"]["annotated"] = str(

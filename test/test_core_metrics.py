@@ -28,7 +28,9 @@ def test_normalisers():
     assert landmark_normaliser(face, "box_height")[0] == pytest.approx(50.0)
     right = face[0, list(IBUG68.right_eye)].mean(axis=0)
     left = face[0, list(IBUG68.left_eye)].mean(axis=0)
-    assert landmark_normaliser(face, "interpupil")[0] == pytest.approx(np.linalg.norm(right - left))
+    assert landmark_normaliser(face, "interpupil")[0] == pytest.approx(
+        np.linalg.norm(right - left)
+    )
     with pytest.raises(ValueError, match="unknown normaliser"):
         landmark_normaliser(face, "diagonal")
 
@@ -69,7 +71,11 @@ def test_pose_mae_wraps_angles_and_bins_by_ground_truth_yaw():
     assert result.mae["yaw"] == pytest.approx((2 + 5 + 10 + 10) / 4)
     assert result.mae["mean"] == pytest.approx(result.abs_errors.mean())
     bins = result.by_yaw_bin()
-    assert [b["count"] for b in bins.values()] == [1, 1, 2]  # |yaw| = 90 falls in the closed last bin
+    assert [b["count"] for b in bins.values()] == [
+        1,
+        1,
+        2,
+    ]  # |yaw| = 90 falls in the closed last bin
     assert bins["[60,90]"]["yaw"] == pytest.approx(10.0)
     empty = pose_errors(pred[:1], gt[:1]).by_yaw_bin()
     assert empty["[30,60)"]["count"] == 0 and np.isnan(empty["[30,60)"]["mean"])

@@ -51,7 +51,9 @@ def landmark_normaliser(gt: np.ndarray, kind: str, scheme: LandmarkScheme = IBUG
     raise ValueError(f"unknown normaliser {kind!r}; choose one of {NORMALISERS}")
 
 
-def nme_per_face(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, normaliser: np.ndarray) -> np.ndarray:
+def nme_per_face(
+    pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, normaliser: np.ndarray
+) -> np.ndarray:
     """Eq. (7) per face, as a fraction (multiply by 100 for %): masked mean error / normaliser.
 
     A face whose mask is all zero has no defined error and gets NaN, which callers must
@@ -65,10 +67,14 @@ def nme_per_face(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None, norm
     errors = np.where(weights > 0, errors, 0.0)
     total = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (weights * errors).sum(axis=1) / total, np.nan) / np.asarray(normaliser)
+        return np.where(total > 0, (weights * errors).sum(axis=1) / total, np.nan) / np.asarray(
+            normaliser
+        )
 
 
-def cumulative_error_curve(errors: np.ndarray, max_error: float, steps: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def cumulative_error_curve(
+    errors: np.ndarray, max_error: float, steps: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """Fraction of faces with error <= x for x in [0, max_error] (the CED plotted in reports)."""
     errors = np.asarray(errors, dtype=np.float64)
     errors = errors[np.isfinite(errors)]
@@ -79,7 +85,9 @@ def cumulative_error_curve(errors: np.ndarray, max_error: float, steps: int = 10
     return thresholds, fractions
 
 
-def auc_and_failure_rate(errors: np.ndarray, threshold: float = 0.08, steps: int = 1000) -> tuple[float, float]:
+def auc_and_failure_rate(
+    errors: np.ndarray, threshold: float = 0.08, steps: int = 1000
+) -> tuple[float, float]:
     """Area under the CED up to ``threshold`` (normalised to [0, 1]) and the share above it."""
     errors = np.asarray(errors, dtype=np.float64)
     errors = errors[np.isfinite(errors)]
@@ -101,9 +109,16 @@ class PoseErrors:
     def mae(self) -> dict[str, float]:
         """MAE per angle and their mean (eq. 6)."""
         per_angle = self.abs_errors.mean(axis=0)
-        return {"yaw": float(per_angle[0]), "pitch": float(per_angle[1]), "roll": float(per_angle[2]), "mean": float(per_angle.mean())}
+        return {
+            "yaw": float(per_angle[0]),
+            "pitch": float(per_angle[1]),
+            "roll": float(per_angle[2]),
+            "mean": float(per_angle.mean()),
+        }
 
-    def by_yaw_bin(self, bins: Sequence[tuple[float, float]] = YAW_BINS) -> dict[str, dict[str, float]]:
+    def by_yaw_bin(
+        self, bins: Sequence[tuple[float, float]] = YAW_BINS
+    ) -> dict[str, dict[str, float]]:
         """MAE per |yaw| interval ("[lo,hi)", the last closed), with the face count of each."""
         result = {}
         abs_yaw = np.abs(self.gt_yaw)
@@ -114,7 +129,12 @@ class PoseErrors:
             if selected.any():
                 summary = PoseErrors(self.abs_errors[selected], self.gt_yaw[selected]).mae
             else:
-                summary = {"yaw": float("nan"), "pitch": float("nan"), "roll": float("nan"), "mean": float("nan")}
+                summary = {
+                    "yaw": float("nan"),
+                    "pitch": float("nan"),
+                    "roll": float("nan"),
+                    "mean": float("nan"),
+                }
             result[label] = {**summary, "count": int(selected.sum())}
         return result
 
@@ -123,7 +143,9 @@ def pose_errors(pred_deg: np.ndarray, gt_deg: np.ndarray) -> PoseErrors:
     """Absolute (yaw, pitch, roll) errors in degrees, with differences wrapped to [-180, 180)."""
     pred_deg, gt_deg = np.asarray(pred_deg, dtype=np.float64), np.asarray(gt_deg, dtype=np.float64)
     if pred_deg.shape != gt_deg.shape or pred_deg.ndim != 2 or pred_deg.shape[1] < 3:
-        raise ValueError(f"expected matching (N, >=3) angle arrays, got {pred_deg.shape} and {gt_deg.shape}")
+        raise ValueError(
+            f"expected matching (N, >=3) angle arrays, got {pred_deg.shape} and {gt_deg.shape}"
+        )
     difference = np.mod(pred_deg[:, :3] - gt_deg[:, :3] + 180.0, 360.0) - 180.0
     return PoseErrors(np.abs(difference), gt_deg[:, 0])
 

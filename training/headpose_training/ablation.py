@@ -26,13 +26,20 @@ __all__ = ["STRATEGIES", "main", "run_ablation"]
 STRATEGIES = {"Single task Pose": "pose", "Multi-task Sym": "sym", "Multi-task Pre+Sym": "pre+sym"}
 
 
-def run_ablation(config_path: Path, out_dir: Path, data_dir: Path, epochs: int, pretrain_epochs: int) -> dict[str, dict]:
+def run_ablation(
+    config_path: Path, out_dir: Path, data_dir: Path, epochs: int, pretrain_epochs: int
+) -> dict[str, dict]:
     """Train, export and evaluate one run per strategy; return the MAE table rows."""
     base = load_config(config_path)
     rows = {}
     for label, schedule in STRATEGIES.items():
         config = replace(
-            base, name=f"ablation-{schedule}", schedule=schedule, epochs=epochs, pretrain_epochs=pretrain_epochs, time_budget_min=0.0
+            base,
+            name=f"ablation-{schedule}",
+            schedule=schedule,
+            epochs=epochs,
+            pretrain_epochs=pretrain_epochs,
+            time_budget_min=0.0,
         )
         run_dir = out_dir / schedule.replace("+", "_")
         checkpoint = train(config, run_dir, data_dir)
@@ -41,7 +48,11 @@ def run_ablation(config_path: Path, out_dir: Path, data_dir: Path, epochs: int, 
         rows[label] = {"schedule": schedule, **metrics["pose_mae_deg"]["overall"]}
     table = ["| strategy | yaw | pitch | roll | mean |", "| --- | --- | --- | --- | --- |"]
     for label, row in rows.items():
-        table.append(f"| {label} | {row['yaw']:.2f} | {row['pitch']:.2f} | {row['roll']:.2f} | {row['mean']:.2f} |")
+        table.append(
+            f"| {label} | "
+            + " | ".join(f"{row[angle]:.2f}" for angle in ("yaw", "pitch", "roll", "mean"))
+            + " |"
+        )
     (out_dir / "table1.md").write_text(
         f"Head-pose MAE (degrees) on helen_test, {epochs} epochs each"
         f" (Pre+Sym: {pretrain_epochs} of them heatmaps only)\n\n" + "\n".join(table) + "\n"
@@ -54,10 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     """Command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, required=True, help="base run configuration (JSON)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for the three runs and the table")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for the three runs and the table"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits"
+    )
     parser.add_argument("--epochs", type=int, default=12, help="epochs per strategy")
-    parser.add_argument("--pretrain-epochs", type=int, default=4, help="heatmap-only epochs of Pre+Sym")
+    parser.add_argument(
+        "--pretrain-epochs", type=int, default=4, help="heatmap-only epochs of Pre+Sym"
+    )
     args = parser.parse_args(argv)
     rows = run_ablation(args.config, args.out, args.data, args.epochs, args.pretrain_epochs)
     print((args.out / "table1.md").read_text())

@@ -18,10 +18,16 @@ import numpy as np
 
 from headpose_ros.core.crop import SquareBox, apply_affine, crop_affine, crop_image
 from headpose_ros.core.landmarks import IBUG68, LandmarkScheme
-
 from headpose_training.data import pose_from_landmarks
 
-__all__ = ["AugmentConfig", "TrainingSample", "inside_crop", "make_sample", "paint_occluder", "scale_hsv"]
+__all__ = [
+    "AugmentConfig",
+    "TrainingSample",
+    "inside_crop",
+    "make_sample",
+    "paint_occluder",
+    "scale_hsv",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +56,7 @@ class TrainingSample:
 
 
 def inside_crop(points: np.ndarray, size: int) -> np.ndarray:
-    """True for finite points that fall on the crop's pixels."""
+    """Tell which points are finite and fall on the crop's pixels."""
     finite = np.all(np.isfinite(points), axis=1)
     with np.errstate(invalid="ignore"):
         return finite & np.all((points >= 0.0) & (points <= size - 1.0), axis=1)
@@ -85,7 +91,9 @@ def paint_occluder(
     if not np.all(np.isfinite(anchor)):
         anchor = np.array([width_px / 2.0, height_px / 2.0])
     x0 = int(np.clip(anchor[0] + rng.uniform(-0.5, 0.5) * width - width / 2, 0, width_px - width))
-    y0 = int(np.clip(anchor[1] + rng.uniform(-0.5, 0.5) * height - height / 2, 0, height_px - height))
+    y0 = int(
+        np.clip(anchor[1] + rng.uniform(-0.5, 0.5) * height - height / 2, 0, height_px - height)
+    )
     colour = rng.integers(0, 256, size=3)
     noise = rng.normal(0.0, rng.uniform(0.0, 40.0), size=(height, width, 3))
     image[y0 : y0 + height, x0 : x0 + width] = np.clip(colour + noise, 0, 255).astype(np.uint8)
@@ -131,7 +139,9 @@ def make_sample(
     if mirror:
         order = list(scheme.flip_permutation)
         points, annotated = points[order], annotated[order]
-    pose = pose_from_landmarks(np.where(annotated[:, None] > 0, points, np.nan), mean_face_m, out_size)
+    pose = pose_from_landmarks(
+        np.where(annotated[:, None] > 0, points, np.nan), mean_face_m, out_size
+    )
     visibility = np.ones(len(points))
     if config.enabled:
         crop = scale_hsv(crop, rng.uniform(*config.hsv_range, size=3))

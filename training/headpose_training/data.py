@@ -109,7 +109,9 @@ def load_300w_pts(path: Path | str) -> np.ndarray:
     count = int(match.group(1))
     values = np.array(match.group(2).split(), dtype=np.float64)
     if values.size != 2 * count:
-        raise ValueError(f"{path}: header says {count} points but the block has {values.size} numbers")
+        raise ValueError(
+            f"{path}: header says {count} points but the block has {values.size} numbers"
+        )
     return values.reshape(count, 2) - 1.0
 
 
@@ -121,12 +123,15 @@ def iter_300w(folder: Path | str) -> Iterator[FaceSample]:
     """
     for pts_path in sorted(Path(folder).glob("*.pts")):
         image_path = next(
-            (p for ext in (".jpg", ".png", ".jpeg") if (p := pts_path.with_suffix(ext)).is_file()), None
+            (p for ext in (".jpg", ".png", ".jpeg") if (p := pts_path.with_suffix(ext)).is_file()),
+            None,
         )
         if image_path is None:
             raise FileNotFoundError(f"no image next to {pts_path}")
         landmarks = load_300w_pts(pts_path)
-        yield FaceSample(pts_path.stem, _read_image(image_path), landmarks, np.ones(len(landmarks)))
+        yield FaceSample(
+            pts_path.stem, _read_image(image_path), landmarks, np.ones(len(landmarks))
+        )
 
 
 def load_aflw2000_mat(mat_path: Path | str) -> FaceSample:
@@ -164,7 +169,9 @@ def load_cofw_mat(mat_path: Path | str, split: str = "Tr") -> list[FaceSample]:
     try:
         data = scipy.io.loadmat(str(mat_path))
     except NotImplementedError as error:
-        raise ValueError(f"{mat_path} is a MATLAB v7.3 (HDF5) file; re-save it with -v7") from error
+        raise ValueError(
+            f"{mat_path} is a MATLAB v7.3 (HDF5) file; re-save it with -v7"
+        ) from error
     images, phis = data[f"Is{split}"].ravel(), np.asarray(data[f"phis{split}"], dtype=np.float64)
     samples = []
     for index, (image, phi) in enumerate(zip(images, phis, strict=True)):
@@ -173,11 +180,15 @@ def load_cofw_mat(mat_path: Path | str, split: str = "Tr") -> list[FaceSample]:
             image = cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
         points = np.stack([phi[:29], phi[29:58]], axis=1) - 1.0
         visibility = (phi[58:87] == 0).astype(np.float64)
-        samples.append(FaceSample(f"cofw_{split}_{index:04d}", image, points, np.ones(29), visibility))
+        samples.append(
+            FaceSample(f"cofw_{split}_{index:04d}", image, points, np.ones(29), visibility)
+        )
     return samples
 
 
-def load_wflw_annotations(annotation_file: Path | str, image_root: Path | str) -> Iterator[FaceSample]:
+def load_wflw_annotations(
+    annotation_file: Path | str, image_root: Path | str
+) -> Iterator[FaceSample]:
     """Read a WFLW list file: per line 196 coordinates, a 4-number box, 6 flags, image path.
 
     Samples keep the 98 points; :data:`WFLW98_TO_IBUG68` selects the iBUG 68 subset. WFLW
@@ -188,7 +199,9 @@ def load_wflw_annotations(annotation_file: Path | str, image_root: Path | str) -
         if not fields:
             continue
         if len(fields) != 207:
-            raise ValueError(f"{annotation_file}:{line_number}: expected 207 fields, got {len(fields)}")
+            raise ValueError(
+                f"{annotation_file}:{line_number}: expected 207 fields, got {len(fields)}"
+            )
         points = np.array(fields[:196], dtype=np.float64).reshape(98, 2)
         image_path = Path(image_root) / fields[206]
         name = f"{Path(fields[206]).stem}_{line_number}"
@@ -205,7 +218,9 @@ def load_biwi_frame(rgb_path: Path | str) -> FaceSample:
     pose_path = rgb_path.with_name(rgb_path.name.replace("_rgb.png", "_pose.txt"))
     rows = np.array(pose_path.read_text().split(), dtype=np.float64)
     if rows.size != 12:
-        raise ValueError(f"{pose_path}: expected 12 numbers (3x3 rotation + translation), got {rows.size}")
+        raise ValueError(
+            f"{pose_path}: expected 12 numbers (3x3 rotation + translation), got {rows.size}"
+        )
     nan_points = np.full((IBUG68.num_points, 2), np.nan)
     return FaceSample(
         rgb_path.stem,
@@ -218,7 +233,7 @@ def load_biwi_frame(rgb_path: Path | str) -> FaceSample:
 
 
 def estimate_mean_face(shapes: np.ndarray, biocular_mm: float = BIOCULAR_BREADTH_MM) -> np.ndarray:
-    """A 68x3 mean face in the head frame (mm) by rigid factorisation of 2D shapes.
+    """Estimate a 68x3 mean face in the head frame (mm) by rigid factorisation of 2D shapes.
 
     Tomasi-Kanade: the centred 2F x 68 measurement matrix of F faces seen under scaled
     orthography has rank 3; its SVD gives motion and shape up to an affine ambiguity, fixed by
@@ -243,7 +258,7 @@ def estimate_mean_face(shapes: np.ndarray, biocular_mm: float = BIOCULAR_BREADTH
 
 
 def _metric_upgrade(cameras: np.ndarray) -> np.ndarray:
-    """Symmetric Q Q^T making each 2x3 camera's rows orthogonal with equal norms (least squares)."""
+    """Symmetric Q Q^T making every 2x3 camera's rows orthogonal, of equal norm (least squares)."""
 
     def coefficients(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Linear coefficients of a^T L b in the six unknowns of symmetric L."""
@@ -260,7 +275,9 @@ def _metric_upgrade(cameras: np.ndarray) -> np.ndarray:
         )
 
     rows_i, rows_j = cameras[:, 0], cameras[:, 1]
-    system = np.concatenate([coefficients(rows_i, rows_j), coefficients(rows_i, rows_i) - coefficients(rows_j, rows_j)])
+    system = np.concatenate(
+        [coefficients(rows_i, rows_j), coefficients(rows_i, rows_i) - coefficients(rows_j, rows_j)]
+    )
     # Fix the scale with a mean squared row norm of one.
     scale_row = coefficients(rows_i, rows_i).mean(axis=0, keepdims=True)
     system = np.concatenate([system, scale_row * len(cameras)])
@@ -290,11 +307,15 @@ def _to_head_frame(points: np.ndarray, biocular_mm: float) -> np.ndarray:
     mirrored = local[list(scheme.flip_permutation)] * np.array([1.0, -1.0, 1.0])
     symmetric = (local + mirrored) / 2.0
     symmetric[:, 1] -= symmetric[:, 1].mean()
-    width = np.linalg.norm(symmetric[scheme.right_outer_eye_corner] - symmetric[scheme.left_outer_eye_corner])
+    width = np.linalg.norm(
+        symmetric[scheme.right_outer_eye_corner] - symmetric[scheme.left_outer_eye_corner]
+    )
     return symmetric * (biocular_mm / width)
 
 
-def pose_from_landmarks(points: np.ndarray, mean_face_m: np.ndarray, crop_size: float) -> np.ndarray:
+def pose_from_landmarks(
+    points: np.ndarray, mean_face_m: np.ndarray, crop_size: float
+) -> np.ndarray:
     """Pose label (yaw, pitch, roll deg, tx, ty, tz m) by PnP of landmarks in crop pixels.
 
     This is the paper's POSIT labelling done with OpenCV's PnP against the mean face and the
@@ -305,7 +326,9 @@ def pose_from_landmarks(points: np.ndarray, mean_face_m: np.ndarray, crop_size: 
     object_points = np.ascontiguousarray(mean_face_m[valid], dtype=np.float64)
     image_points = np.ascontiguousarray(points[valid], dtype=np.float64)
     camera = crop_camera_matrix(crop_size)
-    ok, rvec, tvec = cv2.solvePnP(object_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+    ok, rvec, tvec = cv2.solvePnP(
+        object_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP
+    )
     if not ok:
         raise ValueError("PnP failed for this landmark set")
     rvec, tvec = cv2.solvePnPRefineLM(object_points, image_points, camera, None, rvec, tvec)
@@ -335,9 +358,15 @@ class PatchSet:
         return SquareBox(centre, centre, self.box_side)
 
     def subset(self, indices: Sequence[int]) -> PatchSet:
-        """The faces at ``indices`` (views where numpy allows)."""
+        """Select the faces at ``indices``."""
         idx = np.asarray(indices)
-        return PatchSet([self.names[i] for i in idx], self.patches[idx], self.landmarks[idx], self.mask[idx], self.box_side)
+        return PatchSet(
+            [self.names[i] for i in idx],
+            self.patches[idx],
+            self.landmarks[idx],
+            self.mask[idx],
+            self.box_side,
+        )
 
 
 def build_patch_set(
@@ -356,18 +385,36 @@ def build_patch_set(
     """
     box_side = resolution * input_size
     patch_size = int(round(context * box_side))
-    key = json.dumps({"folders": [str(f) for f in folders], "input": input_size, "context": context, "resolution": resolution})
+    key = json.dumps(
+        {
+            "folders": [str(f) for f in folders],
+            "input": input_size,
+            "context": context,
+            "resolution": resolution,
+        }
+    )
     cache_file = None
     if cache_dir is not None:
-        cache_file = cache_dir / f"patches_{input_size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
+        cache_file = (
+            cache_dir / f"patches_{input_size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
+        )
     if cache_file is not None and cache_file.is_file():
         cached = np.load(cache_file, allow_pickle=False)
         if str(cached["key"]) == key:
-            return PatchSet(list(cached["names"]), cached["patches"], cached["landmarks"], cached["mask"], box_side)
+            return PatchSet(
+                list(cached["names"]),
+                cached["patches"],
+                cached["landmarks"],
+                cached["mask"],
+                box_side,
+            )
     paths = [p for folder in folders for p in sorted(Path(folder).glob("*.pts"))]
     names, patches, landmarks, masks = [], [], [], []
     for sample in tqdm(
-        (s for folder in folders for s in iter_300w(folder)), total=len(paths), desc="decoding faces", unit="face"
+        (s for folder in folders for s in iter_300w(folder)),
+        total=len(paths),
+        desc="decoding faces",
+        unit="face",
     ):
         box = square_box_from_landmarks(sample.landmarks)
         wide = SquareBox(box.cx, box.cy, box.side * context)
@@ -379,7 +426,14 @@ def build_patch_set(
     result = PatchSet(names, np.stack(patches), np.stack(landmarks), np.stack(masks), box_side)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_file, key=key, names=np.array(names), patches=result.patches, landmarks=result.landmarks, mask=result.mask)
+        np.savez(
+            cache_file,
+            key=key,
+            names=np.array(names),
+            patches=result.patches,
+            landmarks=result.landmarks,
+            mask=result.mask,
+        )
     return result
 
 

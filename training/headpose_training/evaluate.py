@@ -49,7 +49,6 @@ from headpose_ros.core.metrics import (
 )
 from headpose_ros.core.occlusion_regressor import OcclusionRegressor
 from headpose_ros.core.pipeline import HeadPoseEstimator
-
 from headpose_training.augment import AugmentConfig, inside_crop, paint_occluder
 from headpose_training.data import FaceSample, iter_300w, pose_from_landmarks
 
@@ -69,14 +68,18 @@ class Predictions:
 
 
 def _estimator(manifest_path: Path, use_or: bool) -> HeadPoseEstimator:
-    """The node's estimator on the CPU, with or without the OR."""
+    """Build the node's estimator on the CPU, with or without the OR."""
     config = EstimatorConfig()
     config.detector = replace(config.detector, backend="external")
-    config.inference = replace(config.inference, model_dir=str(manifest_path.parent), device="cpu", use_or=use_or)
+    config.inference = replace(
+        config.inference, model_dir=str(manifest_path.parent), device="cpu", use_or=use_or
+    )
     return HeadPoseEstimator(config)
 
 
-def run_estimator(estimator: HeadPoseEstimator, samples: list[FaceSample], images: list[np.ndarray], desc: str) -> Predictions:
+def run_estimator(
+    estimator: HeadPoseEstimator, samples: list[FaceSample], images: list[np.ndarray], desc: str
+) -> Predictions:
     """Every face through the estimator's own stages: crop rule, ONNX runner, decoding, OR.
 
     Still images have no track history, so the frame-to-frame tracker is bypassed: it would
@@ -86,14 +89,25 @@ def run_estimator(estimator: HeadPoseEstimator, samples: list[FaceSample], image
     manifest = estimator.manifest
     size = manifest.input_size
     count = len(samples)
-    result = Predictions(np.full((count, 68, 2), np.nan), np.full((count, 3), np.nan), np.full((count, 68), np.nan), 0)
-    for index, (sample, image) in enumerate(tqdm(list(zip(samples, images, strict=True)), desc=desc, unit="face")):
-        affine = crop_affine(square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size)
+    result = Predictions(
+        np.full((count, 68, 2), np.nan),
+        np.full((count, 3), np.nan),
+        np.full((count, 68), np.nan),
+        0,
+    )
+    for index, (sample, image) in enumerate(
+        tqdm(list(zip(samples, images, strict=True)), desc=desc, unit="face")
+    ):
+        affine = crop_affine(
+            square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size
+        )
         batch = to_network_input(crop_image(image, affine, size)[None], manifest.normalisation)
         outputs = estimator.runner.run(batch)
         landmarks, _ = decode_heatmaps(outputs.heatmaps, float(size))
         if estimator.regressor is not None:
-            refined = estimator.regressor.refine(outputs.heatmaps, outputs.pose_ae, outputs.visibility, float(size))
+            refined = estimator.regressor.refine(
+                outputs.heatmaps, outputs.pose_ae, outputs.visibility, float(size)
+            )
             landmarks = np.where(np.isfinite(refined), refined, landmarks)
         values = np.concatenate([outputs.pose_ed[0], landmarks[0].ravel(), outputs.visibility[0]])
         if not np.all(np.isfinite(values)):
@@ -117,7 +131,9 @@ def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -
             continue
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(str(files[role]), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(files[role]), options, providers=["CPUExecutionProvider"]
+        )
         for _ in range(10):
             result = session.run(None, {"image": image})
         times = []
@@ -165,11 +181,19 @@ def _plot_curves(curves: dict[str, np.ndarray], max_error: float, xlabel: str, p
 
 def _nme_summary(errors: np.ndarray) -> dict[str, float]:
     auc, failures = auc_and_failure_rate(errors, FAILURE_THRESHOLD)
-    return {"mean_pct": 100 * float(np.nanmean(errors)), "auc_8pct": auc, "failure_rate_8pct": failures}
+    return {
+        "mean_pct": 100 * float(np.nanmean(errors)),
+        "auc_8pct": auc,
+        "failure_rate_8pct": failures,
+    }
 
 
 def evaluate_export(
-    manifest_path: Path, test_dir: Path, out_dir: Path, record_in_manifest: bool = False, seed: int = 0
+    manifest_path: Path,
+    test_dir: Path,
+    out_dir: Path,
+    record_in_manifest: bool = False,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate the model of ``manifest_path`` on the 300-W folder ``test_dir``.
 
@@ -185,14 +209,24 @@ def evaluate_export(
     size = manifest.input_size
     labels = []
     for sample in samples:
-        affine = crop_affine(square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size)
-        labels.append(pose_from_landmarks(apply_affine(sample.landmarks, affine), manifest.mean_face_m, size)[:3])
+        affine = crop_affine(
+            square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size
+        )
+        labels.append(
+            pose_from_landmarks(
+                apply_affine(sample.landmarks, affine), manifest.mean_face_m, size
+            )[:3]
+        )
     labels_deg = np.stack(labels)
 
     images = [s.image for s in samples]
-    passes = {"mnn": run_estimator(_estimator(manifest_path, use_or=False), samples, images, "MNN")}
+    passes = {
+        "mnn": run_estimator(_estimator(manifest_path, use_or=False), samples, images, "MNN")
+    }
     if "or" in files:
-        passes["mnn+or"] = run_estimator(_estimator(manifest_path, use_or=True), samples, images, "MNN+OR")
+        passes["mnn+or"] = run_estimator(
+            _estimator(manifest_path, use_or=True), samples, images, "MNN+OR"
+        )
 
     rng = np.random.default_rng(seed)
     occluded_images, occluded_truth = [], []
@@ -202,13 +236,24 @@ def evaluate_export(
         visible = paint_occluder(image, sample.landmarks, side, AugmentConfig().occluder_size, rng)
         occluded_images.append(image)
         occluded_truth.append(visible)
-    occluded = run_estimator(_estimator(manifest_path, use_or=False), samples, occluded_images, "MNN, occluded")
+    occluded = run_estimator(
+        _estimator(manifest_path, use_or=False), samples, occluded_images, "MNN, occluded"
+    )
 
-    normalisers = {kind: landmark_normaliser(gt, kind) for kind in ("interocular", "interpupil", "box_height")}
-    metrics: dict[str, Any] = {"test_set": str(test_dir.name), "faces": len(samples), "boxes": "ground-truth landmark box"}
+    normalisers = {
+        kind: landmark_normaliser(gt, kind) for kind in ("interocular", "interpupil", "box_height")
+    }
+    metrics: dict[str, Any] = {
+        "test_set": str(test_dir.name),
+        "faces": len(samples),
+        "boxes": "ground-truth landmark box",
+    }
     errors_io = {}
     for name, result in passes.items():
-        per_kind = {kind: nme_per_face(result.landmarks, gt, None, norm) for kind, norm in normalisers.items()}
+        per_kind = {
+            kind: nme_per_face(result.landmarks, gt, None, norm)
+            for kind, norm in normalisers.items()
+        }
         errors_io[name] = per_kind["interocular"]
         metrics[f"nme_{name}"] = {kind: _nme_summary(err) for kind, err in per_kind.items()}
         metrics[f"nme_{name}"]["faces_without_result"] = result.missing
@@ -218,10 +263,23 @@ def evaluate_export(
 
     truth = np.stack(occluded_truth)
     in_crop = np.stack(
-        [inside_crop(apply_affine(s.landmarks, crop_affine(square_box_from_landmarks(s.landmarks, manifest.crop_margin), size)), size) for s in samples]
+        [
+            inside_crop(
+                apply_affine(
+                    s.landmarks,
+                    crop_affine(
+                        square_box_from_landmarks(s.landmarks, manifest.crop_margin), size
+                    ),
+                ),
+                size,
+            )
+            for s in samples
+        ]
     )
     usable = in_crop & np.isfinite(occluded.visibility)
-    recall, threshold = recall_at_precision(1.0 - occluded.visibility[usable], truth[usable] == 0, 0.8)
+    recall, threshold = recall_at_precision(
+        1.0 - occluded.visibility[usable], truth[usable] == 0, 0.8
+    )
     metrics["visibility"] = {
         "occlusion_recall_at_80pct_precision": recall,
         "threshold_on_1_minus_visibility": threshold,
@@ -241,9 +299,24 @@ def evaluate_export(
             row = [sample.name, *labels_deg[index], *passes["mnn"].angles_deg[index]]
             row += [errors_io[name][index] for name in passes] + [nme_ip[index], nme_box[index]]
             writer.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
-    _plot_curves({name.upper(): 100 * err for name, err in errors_io.items()}, 15.0, "NME, % of inter-ocular distance", out_dir / "ced_nme.png")
+    _plot_curves(
+        {name.upper(): 100 * err for name, err in errors_io.items()},
+        15.0,
+        "NME, % of inter-ocular distance",
+        out_dir / "ced_nme.png",
+    )
     abs_errors = pose.abs_errors
-    _plot_curves({"yaw": abs_errors[:, 0], "pitch": abs_errors[:, 1], "roll": abs_errors[:, 2], "mean": abs_errors.mean(axis=1)}, 20.0, "absolute angle error (deg)", out_dir / "ced_pose.png")
+    _plot_curves(
+        {
+            "yaw": abs_errors[:, 0],
+            "pitch": abs_errors[:, 1],
+            "roll": abs_errors[:, 2],
+            "mean": abs_errors.mean(axis=1),
+        },
+        20.0,
+        "absolute angle error (deg)",
+        out_dir / "ced_pose.png",
+    )
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if record_in_manifest:
         from headpose_training.export import add_files_to_manifest
@@ -257,10 +330,18 @@ def main(argv: list[str] | None = None) -> int:
     from headpose_training.train import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--manifest", type=Path, required=True, help="manifest.json of the exported model")
-    parser.add_argument("--test", type=Path, default=DEFAULT_DATA / "helen_test", help="300-W test folder")
-    parser.add_argument("--out", type=Path, required=True, help="folder for CSV, plots and metrics.json")
-    parser.add_argument("--record", action="store_true", help="also store the metrics in the manifest")
+    parser.add_argument(
+        "--manifest", type=Path, required=True, help="manifest.json of the exported model"
+    )
+    parser.add_argument(
+        "--test", type=Path, default=DEFAULT_DATA / "helen_test", help="300-W test folder"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="folder for CSV, plots and metrics.json"
+    )
+    parser.add_argument(
+        "--record", action="store_true", help="also store the metrics in the manifest"
+    )
     args = parser.parse_args(argv)
     metrics = evaluate_export(args.manifest, args.test, args.out, args.record)
     print(json.dumps(metrics, indent=2))

@@ -25,11 +25,25 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from headpose_ros.core.manifest import ModelFile, ModelManifest, OutputNames, load_manifest, sha256_of
-
+from headpose_ros.core.manifest import (
+    ModelFile,
+    ModelManifest,
+    OutputNames,
+    load_manifest,
+    sha256_of,
+)
 from headpose_training.model import MNN
 
-__all__ = ["LICENCE", "EncoderGraph", "MNNGraph", "add_files_to_manifest", "check_parity", "export_checkpoint", "export_model", "main"]
+__all__ = [
+    "LICENCE",
+    "EncoderGraph",
+    "MNNGraph",
+    "add_files_to_manifest",
+    "check_parity",
+    "export_checkpoint",
+    "export_model",
+    "main",
+]
 
 LICENCE = (
     "Research and non-commercial use only. These weights were trained on the 300-W data set "
@@ -97,13 +111,17 @@ def export_model(graph: nn.Module, size: int, path: Path) -> None:
         )
 
 
-def check_parity(graph: nn.Module, path: Path, size: int, batch: int = 3, seed: int = 0) -> dict[str, float]:
+def check_parity(
+    graph: nn.Module, path: Path, size: int, batch: int = 3, seed: int = 0
+) -> dict[str, float]:
     """Run torch and onnxruntime on the same random batch; raise if any output differs.
 
     Returns the largest absolute difference per output, which the manifest records. Pose
     tolerances are in degrees/metres; the probabilities' in absolute probability.
     """
-    image = torch.from_numpy(np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32))
+    image = torch.from_numpy(
+        np.random.default_rng(seed).random((batch, 3, size, size), dtype=np.float32)
+    )
     with torch.no_grad():
         expected = [t.numpy() for t in graph.eval()(image)]
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -111,14 +129,20 @@ def check_parity(graph: nn.Module, path: Path, size: int, batch: int = 3, seed: 
     differences = {}
     for name, want, got in zip(_output_names(graph), expected, actual, strict=True):
         if want.shape != got.shape:
-            raise AssertionError(f"{path.name}:{name}: onnxruntime shape {got.shape} != torch {want.shape}")
+            raise AssertionError(
+                f"{path.name}:{name}: onnxruntime shape {got.shape} != torch {want.shape}"
+            )
         differences[name] = float(np.max(np.abs(want - got)))
         if differences[name] > PARITY_TOLERANCE[name]:
-            raise AssertionError(f"{path.name}:{name}: onnxruntime differs from torch by {differences[name]:.3g}")
+            raise AssertionError(
+                f"{path.name}:{name}: onnxruntime differs from torch by {differences[name]:.3g}"
+            )
     return differences
 
 
-def add_files_to_manifest(manifest_path: Path, files: dict[str, Path], training_update: dict[str, Any] | None = None) -> ModelManifest:
+def add_files_to_manifest(
+    manifest_path: Path, files: dict[str, Path], training_update: dict[str, Any] | None = None
+) -> ModelManifest:
     """Add or replace artefacts (e.g. the OR's ``or.npz``) and training notes in a manifest.
 
     Files are stored relative to the manifest's folder with fresh hashes, so the manifest can
@@ -181,7 +205,9 @@ def export_checkpoint(
         heatmap_size=config.model.heatmap_size,
         landmark_scheme="ibug68",
         normalisation=config.normalisation,
-        mean_face_mm=tuple(tuple(float(v) for v in row) for row in np.asarray(checkpoint["mean_face_mm"])),
+        mean_face_mm=tuple(
+            tuple(float(v) for v in row) for row in np.asarray(checkpoint["mean_face_mm"])
+        ),
         files=files,
         licence=LICENCE,
         training=training,
@@ -195,7 +221,7 @@ def export_checkpoint(
 
 
 def save_untrained_checkpoint(config_path: Path, data_dir: Path, out: Path) -> Path:
-    """An architecture-correct, untrained checkpoint (mean face from data) for development."""
+    """Write an untrained, architecture-correct checkpoint for development."""
     from headpose_training.data import build_patch_set, estimate_mean_face
     from headpose_training.train import CACHE_DIR, load_config, pose_statistics
 
@@ -204,10 +230,18 @@ def save_untrained_checkpoint(config_path: Path, data_dir: Path, out: Path) -> P
     patches = build_patch_set([data_dir / split for split in config.train_splits], size, CACHE_DIR)
     mean_face_mm = estimate_mean_face(patches.landmarks)
     model = MNN(config.model).eval()
-    # Plausible pose statistics, so the untrained model's poses put the face in front of the camera.
-    model.set_pose_statistics(*(torch.as_tensor(v) for v in pose_statistics(patches, config, mean_face_mm / 1000.0)))
+    # Plausible pose statistics: the untrained model's poses put the face in front of the camera.
+    model.set_pose_statistics(
+        *(torch.as_tensor(v) for v in pose_statistics(patches, config, mean_face_mm / 1000.0))
+    )
     state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": []}
-    checkpoint = {"model": model.state_dict(), "state": state, "config": config.to_dict(), "mean_face_mm": mean_face_mm, "split": {"train": [], "val": []}}
+    checkpoint = {
+        "model": model.state_dict(),
+        "state": state,
+        "config": config.to_dict(),
+        "mean_face_mm": mean_face_mm,
+        "split": {"train": [], "val": []},
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(checkpoint, out)
     return out
@@ -220,11 +254,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="training checkpoint (last.pt) to export")
-    source.add_argument("--untrained-config", type=Path, help="export an untrained model of this config")
+    source.add_argument(
+        "--untrained-config", type=Path, help="export an untrained model of this config"
+    )
     source.add_argument("--manifest", type=Path, help="existing manifest to add --or to")
-    parser.add_argument("--out", type=Path, help="export folder (with --checkpoint/--untrained-config)")
-    parser.add_argument("--or", dest="or_artefact", type=Path, help="OR .npz inside the export folder")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="300-W folder (mean face for --untrained-config)")
+    parser.add_argument(
+        "--out", type=Path, help="export folder (with --checkpoint/--untrained-config)"
+    )
+    parser.add_argument(
+        "--or", dest="or_artefact", type=Path, help="OR .npz inside the export folder"
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="300-W folder (mean face for --untrained-config)",
+    )
     args = parser.parse_args(argv)
     if args.manifest is not None:
         if args.or_artefact is None:
@@ -236,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--out is required")
     checkpoint = args.checkpoint
     if args.untrained_config is not None:
-        checkpoint = save_untrained_checkpoint(args.untrained_config, args.data, args.out / "untrained.pt")
+        checkpoint = save_untrained_checkpoint(
+            args.untrained_config, args.data, args.out / "untrained.pt"
+        )
     manifest = export_checkpoint(checkpoint, args.out, args.or_artefact)
     if args.untrained_config is not None:
         checkpoint.unlink()

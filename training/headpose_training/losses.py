@@ -18,7 +18,6 @@ import torch
 from torch.nn import functional
 
 from headpose_ros.core.geometry import CROP_FOCAL_FACTOR, FACING_CAMERA
-
 from headpose_training.model import MNNOutput
 
 __all__ = [
@@ -58,7 +57,9 @@ def _normalised_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask / mask.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
-def gaussian_heatmaps(points: torch.Tensor, crop_size: int, heatmap_size: int, sigma: float) -> torch.Tensor:
+def gaussian_heatmaps(
+    points: torch.Tensor, crop_size: int, heatmap_size: int, sigma: float
+) -> torch.Tensor:
     """Target distributions (N, L, H, H): a Gaussian per landmark, normalised to sum to one.
 
     Heatmap pixel ``i`` is centred at crop coordinate ``(i + 0.5) * S / H`` (model contract), so
@@ -82,9 +83,13 @@ def heatmap_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
     return (_normalised_mask(mask) * per_landmark).sum(dim=1).mean()
 
 
-def visibility_loss(logits: torch.Tensor, visibility: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def visibility_loss(
+    logits: torch.Tensor, visibility: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """Loss (4): masked two-class cross-entropy (a sigmoid on one logit is the same thing)."""
-    per_landmark = functional.binary_cross_entropy_with_logits(logits, visibility, reduction="none")
+    per_landmark = functional.binary_cross_entropy_with_logits(
+        logits, visibility, reduction="none"
+    )
     return (_normalised_mask(mask) * per_landmark).sum(dim=1).mean()
 
 
@@ -109,8 +114,10 @@ def euler_to_matrix_torch(angles_deg: torch.Tensor) -> torch.Tensor:
     return facing @ rot_z @ rot_y @ rot_x
 
 
-def project_mean_face(pose: torch.Tensor, mean_face_m: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """``pi(p, X)``: the mean face posed by ``p`` seen by the crop camera, (N, L, 2) crop pixels."""
+def project_mean_face(
+    pose: torch.Tensor, mean_face_m: torch.Tensor, crop_size: int
+) -> torch.Tensor:
+    """Compute ``pi(p, X)``: the mean face posed by ``p`` in the crop camera, (N, L, 2) pixels."""
     rotation = euler_to_matrix_torch(pose[:, :3])
     in_camera = mean_face_m @ rotation.transpose(1, 2) + pose[:, None, 3:6]
     depth = in_camera[..., 2:3].clamp_min(1e-3)  # a face behind the camera must not blow up
@@ -118,7 +125,11 @@ def project_mean_face(pose: torch.Tensor, mean_face_m: torch.Tensor, crop_size: 
 
 
 def pose_ae_loss(
-    pose: torch.Tensor, points: torch.Tensor, mask: torch.Tensor, mean_face_m: torch.Tensor, crop_size: int
+    pose: torch.Tensor,
+    points: torch.Tensor,
+    mask: torch.Tensor,
+    mean_face_m: torch.Tensor,
+    crop_size: int,
 ) -> torch.Tensor:
     """Loss (2): masked landmark reprojection error of the posed mean face, in crop sides."""
     projected = project_mean_face(pose, mean_face_m, crop_size)
@@ -145,12 +156,16 @@ def multitask_loss(
     if weights.pose_ed:
         terms["pose_ed"] = pose_ed_loss(output.pose_ed, batch["pose"], pose_std)
     if weights.pose_ae:
-        terms["pose_ae"] = pose_ae_loss(output.pose_ae, batch["landmarks"], batch["mask"], mean_face_m, crop_size)
+        terms["pose_ae"] = pose_ae_loss(
+            output.pose_ae, batch["landmarks"], batch["mask"], mean_face_m, crop_size
+        )
     if weights.heatmaps:
         targets = gaussian_heatmaps(batch["landmarks"], crop_size, heatmap_size, sigma)
         terms["heatmaps"] = heatmap_loss(output.heatmap_logits, targets, batch["mask"])
     if weights.visibility:
-        terms["visibility"] = visibility_loss(output.visibility_logits, batch["visibility"], batch["mask"])
+        terms["visibility"] = visibility_loss(
+            output.visibility_logits, batch["visibility"], batch["mask"]
+        )
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}
 
@@ -163,4 +178,3 @@ def heatmap_entropy_floor(crop_size: int, heatmap_size: int, sigma: float) -> fl
     centre = torch.full((1, 1, 2), crop_size / 2.0)
     target = gaussian_heatmaps(centre, crop_size, heatmap_size, sigma)
     return float(-(target * target.clamp_min(1e-30).log()).sum())
-

@@ -142,7 +142,9 @@ class MNN(nn.Module):
         self.up_proj = nn.ModuleList(
             [conv_bn_relu(ch[i + 1], ch[i], 1) for i in range(len(ch) - 1)]
         )
-        self.decoder = nn.ModuleList([Bottleneck(ch[i], ch[i], 1, ratio) for i in range(len(ch) - 1)])
+        self.decoder = nn.ModuleList(
+            [Bottleneck(ch[i], ch[i], 1, ratio) for i in range(len(ch) - 1)]
+        )
         self.heatmap_head = nn.Conv2d(ch[0], config.num_landmarks, 1)
         self.visibility_head = nn.Conv2d(ch[0], config.num_landmarks, 1)
         self.pose_ed_head = nn.Linear(ch[-1], 6)
@@ -179,7 +181,7 @@ class MNN(nn.Module):
         self.pose_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
     def encode(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Encoder only: skip features, p^ED and p^AE (the paper's fast head-pose mode)."""
+        """Run the encoder only: skip features, p^ED and p^AE (the paper's fast head-pose mode)."""
         x = self.stem(image)
         skips = []
         for stage in self.encoder:
@@ -201,11 +203,11 @@ class MNN(nn.Module):
         return MNNOutput(self.heatmap_head(x), pose_ed, pose_ae, visibility)
 
     def count_parameters(self) -> int:
-        """Number of trainable weights, for the model card."""
+        """Count the trainable weights, for the model card."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def flops_estimate(self) -> float:
-        """Multiply-accumulates of one forward pass, from conv/linear shapes (for choosing a config)."""
+        """Count multiply-accumulates of one forward pass (for choosing a config)."""
         macs = 0.0
         hooks = []
 

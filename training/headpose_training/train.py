@@ -30,7 +30,6 @@ from tqdm import tqdm
 from headpose_ros.core.crop import Normalisation, to_network_input
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
-
 from headpose_training.augment import AugmentConfig, TrainingSample, make_sample
 from headpose_training.data import PatchSet, build_patch_set, estimate_mean_face, split_train_val
 from headpose_training.losses import TASKS, LossWeights, heatmap_entropy_floor, multitask_loss
@@ -71,8 +70,12 @@ class TrainConfig:
         """Fail on a misspelt schedule before hours of training, not after."""
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "pre+sym" and not (0 < self.pretrain_epochs < self.epochs and 0 < self.pretrain_fraction < 1):
-            raise ValueError("pre+sym needs 0 < pretrain_epochs < epochs and 0 < pretrain_fraction < 1")
+        if self.schedule == "pre+sym" and not (
+            0 < self.pretrain_epochs < self.epochs and 0 < self.pretrain_fraction < 1
+        ):
+            raise ValueError(
+                "pre+sym needs 0 < pretrain_epochs < epochs and 0 < pretrain_fraction < 1"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -100,9 +103,13 @@ class TrainConfig:
     def phase_weights(self, pretraining: bool) -> LossWeights:
         """Loss weights in force in the current phase of the configured schedule."""
         if self.schedule == "pose":
-            return LossWeights(pose_ed=self.weights.pose_ed, pose_ae=0.0, heatmaps=0.0, visibility=0.0)
+            return LossWeights(
+                pose_ed=self.weights.pose_ed, pose_ae=0.0, heatmaps=0.0, visibility=0.0
+            )
         if pretraining:
-            return LossWeights(pose_ed=0.0, pose_ae=0.0, heatmaps=self.weights.heatmaps, visibility=0.0)
+            return LossWeights(
+                pose_ed=0.0, pose_ae=0.0, heatmaps=self.weights.heatmaps, visibility=0.0
+            )
         return self.weights
 
     def pretraining_done(self, epoch: int, elapsed_s: float) -> bool:
@@ -113,7 +120,10 @@ class TrainConfig:
         """
         if epoch >= self.pretrain_epochs:
             return True
-        return bool(self.time_budget_min) and elapsed_s >= self.pretrain_fraction * self.time_budget_min * 60
+        return (
+            bool(self.time_budget_min)
+            and elapsed_s >= self.pretrain_fraction * self.time_budget_min * 60
+        )
 
 
 def load_config(path: Path | str) -> TrainConfig:
@@ -128,33 +138,55 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def collate(samples: list[TrainingSample], normalisation: Normalisation) -> dict[str, torch.Tensor]:
+def collate(
+    samples: list[TrainingSample], normalisation: Normalisation
+) -> dict[str, torch.Tensor]:
     """Stack augmented samples into the tensors the network and losses take."""
     crops = np.stack([s.crop for s in samples])
     return {
         "image": torch.from_numpy(to_network_input(crops, normalisation)),
         "landmarks": torch.from_numpy(np.stack([s.landmarks for s in samples]).astype(np.float32)),
         "mask": torch.from_numpy(np.stack([s.mask for s in samples]).astype(np.float32)),
-        "visibility": torch.from_numpy(np.stack([s.visibility for s in samples]).astype(np.float32)),
+        "visibility": torch.from_numpy(
+            np.stack([s.visibility for s in samples]).astype(np.float32)
+        ),
         "pose": torch.from_numpy(np.stack([s.pose for s in samples]).astype(np.float32)),
     }
 
 
 def make_samples(
-    patches: PatchSet, indices: np.ndarray, config: TrainConfig, mean_face_m: np.ndarray, augment: AugmentConfig, rng: np.random.Generator
+    patches: PatchSet,
+    indices: np.ndarray,
+    config: TrainConfig,
+    mean_face_m: np.ndarray,
+    augment: AugmentConfig,
+    rng: np.random.Generator,
 ) -> list[TrainingSample]:
     """Cut one sample per index with the given augmentation."""
     size = config.model.input_size
     return [
-        make_sample(patches.patches[i], patches.landmarks[i], patches.mask[i], patches.box, size, mean_face_m, augment, rng)
+        make_sample(
+            patches.patches[i],
+            patches.landmarks[i],
+            patches.mask[i],
+            patches.box,
+            size,
+            mean_face_m,
+            augment,
+            rng,
+        )
         for i in indices
     ]
 
 
-def pose_statistics(patches: PatchSet, config: TrainConfig, mean_face_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pose_statistics(
+    patches: PatchSet, config: TrainConfig, mean_face_m: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std of the pose labels under augmentation, for standardising the pose heads."""
     rng = np.random.default_rng(config.seed)
-    samples = make_samples(patches, np.arange(len(patches.names)), config, mean_face_m, config.augment, rng)
+    samples = make_samples(
+        patches, np.arange(len(patches.names)), config, mean_face_m, config.augment, rng
+    )
     poses = np.stack([s.pose for s in samples])
     return poses.mean(axis=0), poses.std(axis=0)
 
@@ -169,7 +201,9 @@ class ValidationResult:
 
 
 @torch.no_grad()
-def validate(model: MNN, batch: dict[str, torch.Tensor], config: TrainConfig, mean_face: torch.Tensor) -> ValidationResult:
+def validate(
+    model: MNN, batch: dict[str, torch.Tensor], config: TrainConfig, mean_face: torch.Tensor
+) -> ValidationResult:
     """Losses of every task (whether trained yet or not) and NME/MAE on the fixed val crops."""
     model.eval()
     terms: dict[str, list[float]] = {name: [] for name in TASKS}
@@ -177,16 +211,24 @@ def validate(model: MNN, batch: dict[str, torch.Tensor], config: TrainConfig, me
     for start in range(0, len(batch["image"]), 64):
         part = {key: value[start : start + 64] for key, value in batch.items()}
         output = model(part["image"])
-        _, values = multitask_loss(output, part, LossWeights(), mean_face, model.pose_std, config.heatmap_sigma)
+        _, values = multitask_loss(
+            output, part, LossWeights(), mean_face, model.pose_std, config.heatmap_sigma
+        )
         for name, value in values.items():
             terms[name].append(value * len(part["image"]))
-        heatmaps.append(torch.softmax(output.heatmap_logits.flatten(2), 2).view_as(output.heatmap_logits).numpy())
+        heatmaps.append(
+            torch.softmax(output.heatmap_logits.flatten(2), 2)
+            .view_as(output.heatmap_logits)
+            .numpy()
+        )
         poses.append(output.pose_ed.numpy())
     count = len(batch["image"])
     losses = {name: sum(values) / count for name, values in terms.items()}
     predicted, _ = decode_heatmaps(np.concatenate(heatmaps), config.model.input_size)
     gt = batch["landmarks"].numpy().astype(np.float64)
-    nme = nme_per_face(predicted, gt, batch["mask"].numpy(), landmark_normaliser(gt, "interocular"))
+    nme = nme_per_face(
+        predicted, gt, batch["mask"].numpy(), landmark_normaliser(gt, "interocular")
+    )
     mae = pose_errors(np.concatenate(poses), batch["pose"].numpy()).mae["mean"]
     model.train()
     return ValidationResult(losses, float(np.nanmean(nme)), mae)
@@ -220,9 +262,13 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def _new_optimiser(model: MNN, config: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
+def _new_optimiser(
+    model: MNN, config: TrainConfig
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, factor=0.5, patience=config.plateau_patience)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimiser, factor=0.5, patience=config.plateau_patience
+    )
     return optimiser, scheduler
 
 
@@ -239,25 +285,44 @@ def train(
     cv2.setNumThreads(1)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    patches = build_patch_set([data_dir / split for split in config.train_splits], config.model.input_size, cache_dir)
+    patches = build_patch_set(
+        [data_dir / split for split in config.train_splits], config.model.input_size, cache_dir
+    )
     train_idx, val_idx = split_train_val(len(patches.names), config.val_fraction, config.seed)
     train_set, val_set = patches.subset(train_idx), patches.subset(val_idx)
     mean_face_mm = estimate_mean_face(train_set.landmarks[train_set.mask.all(axis=1)])
     mean_face_m = mean_face_mm / 1000.0
     mean_face_t = torch.as_tensor(mean_face_m, dtype=torch.float32)
     val_batch = collate(
-        make_samples(val_set, np.arange(len(val_set.names)), config, mean_face_m, AugmentConfig(enabled=False), np.random.default_rng(0)),
+        make_samples(
+            val_set,
+            np.arange(len(val_set.names)),
+            config,
+            mean_face_m,
+            AugmentConfig(enabled=False),
+            np.random.default_rng(0),
+        ),
         config.normalisation,
     )
 
     model = MNN(config.model)
     last = out_dir / "last.pt"
-    state: dict[str, Any] = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": [], "pretraining": config.schedule == "pre+sym"}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "step": 0,
+        "elapsed_s": 0.0,
+        "history": [],
+        "pretraining": config.schedule == "pre+sym",
+    }
     if last.is_file():
         checkpoint = torch.load(last, weights_only=False)
         model.load_state_dict(checkpoint["model"])
         state = checkpoint["state"]
-        print(f"resuming {out_dir} at epoch {state['epoch']} ({state['elapsed_s'] / 60:.1f} min trained)", flush=True)
+        print(
+            f"resuming {out_dir} at epoch {state['epoch']}"
+            f" ({state['elapsed_s'] / 60:.1f} min trained)",
+            flush=True,
+        )
     else:
         mean, std = pose_statistics(train_set, config, mean_face_m)
         model.set_pose_statistics(torch.as_tensor(mean), torch.as_tensor(std))
@@ -267,17 +332,27 @@ def train(
         optimiser.load_state_dict(checkpoint["optimiser"])
         scheduler.load_state_dict(checkpoint["scheduler"])
     rng = np.random.default_rng([config.seed, state["epoch"]])
-    floor = heatmap_entropy_floor(config.model.input_size, config.model.heatmap_size, config.heatmap_sigma)
-    print(f"{len(train_set.names)} train / {len(val_set.names)} val faces; heatmap loss floor {floor:.3f}", flush=True)
+    floor = heatmap_entropy_floor(
+        config.model.input_size, config.model.heatmap_size, config.heatmap_sigma
+    )
+    print(
+        f"{len(train_set.names)} train / {len(val_set.names)} val faces;"
+        f" heatmap loss floor {floor:.3f}",
+        flush=True,
+    )
 
     model.train()
     while state["epoch"] < config.epochs:
         epoch = state["epoch"]
         if config.time_budget_min and state["elapsed_s"] > config.time_budget_min * 60:
-            print(f"time budget of {config.time_budget_min} min reached at epoch {epoch}", flush=True)
+            print(
+                f"time budget of {config.time_budget_min} min reached at epoch {epoch}", flush=True
+            )
             break
         if state["pretraining"] and config.pretraining_done(epoch, state["elapsed_s"]):
-            print(f"heatmap pre-training done after {epoch} epochs; training all tasks", flush=True)
+            print(
+                f"heatmap pre-training done after {epoch} epochs; training all tasks", flush=True
+            )
             state["pretraining"] = False
             state["sym_start_epoch"] = epoch
             optimiser, scheduler = _new_optimiser(model, config)
@@ -286,10 +361,33 @@ def train(
         order = rng.permutation(len(train_set.names))
         sums: dict[str, float] = {}
         batches = range(0, len(order) - config.batch_size + 1, config.batch_size)
-        progress = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False, mininterval=5)
+        progress = tqdm(
+            batches,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            leave=False,
+            mininterval=5,
+        )
         for start in progress:
-            batch = collate(make_samples(train_set, order[start : start + config.batch_size], config, mean_face_m, config.augment, rng), config.normalisation)
-            loss, values = multitask_loss(model(batch["image"]), batch, weights, mean_face_t, model.pose_std, config.heatmap_sigma)
+            batch = collate(
+                make_samples(
+                    train_set,
+                    order[start : start + config.batch_size],
+                    config,
+                    mean_face_m,
+                    config.augment,
+                    rng,
+                ),
+                config.normalisation,
+            )
+            loss, values = multitask_loss(
+                model(batch["image"]),
+                batch,
+                weights,
+                mean_face_t,
+                model.pose_std,
+                config.heatmap_sigma,
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -316,7 +414,8 @@ def train(
         state["history"].append(record)
         state["epoch"] = epoch + 1
         print(
-            f"epoch {epoch + 1}: val " + " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
+            f"epoch {epoch + 1}: val "
+            + " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
             + f" | NME_io {100 * result.nme_io:.2f}% pose MAE {result.pose_mae:.2f} deg"
             + f" | lr {record['lr']:.2e} | {record['images_per_s']:.1f} img/s",
             flush=True,
@@ -348,14 +447,26 @@ def load_checkpoint(path: Path) -> tuple[MNN, TrainConfig, dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: train, then (unless ``--no-export``) export and evaluate the result."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--config", type=Path, required=True, help="run configuration (JSON)")
-    parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, logs, plots)")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits")
-    parser.add_argument("--export-to", type=Path, help="folder for the ONNX models + manifest (default OUT/export)")
-    parser.add_argument("--or-artefact", type=Path, help="optional OR .npz to list in the manifest (role 'or')")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="run folder (checkpoints, logs, plots)"
+    )
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits"
+    )
+    parser.add_argument(
+        "--export-to", type=Path, help="folder for the ONNX models + manifest (default OUT/export)"
+    )
+    parser.add_argument(
+        "--or-artefact", type=Path, help="optional OR .npz to list in the manifest (role 'or')"
+    )
     parser.add_argument("--no-export", action="store_true", help="stop after training")
-    parser.add_argument("--time-budget-min", type=float, help="override the config's training time budget")
+    parser.add_argument(
+        "--time-budget-min", type=float, help="override the config's training time budget"
+    )
     args = parser.parse_args(argv)
     config = load_config(args.config)
     if args.time_budget_min is not None:
@@ -368,7 +479,9 @@ def main(argv: list[str] | None = None) -> int:
 
     export_dir = args.export_to or args.out / "export"
     manifest_path = export_checkpoint(checkpoint, export_dir, or_artefact=args.or_artefact)
-    evaluate_export(manifest_path, args.data / "helen_test", args.out / "eval", record_in_manifest=True)
+    evaluate_export(
+        manifest_path, args.data / "helen_test", args.out / "eval", record_in_manifest=True
+    )
     return 0
 
 

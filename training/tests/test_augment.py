@@ -3,9 +3,19 @@ import numpy as np
 import pytest
 
 from headpose_ros.core.crop import SquareBox, apply_affine, crop_affine, square_box_from_landmarks
-from headpose_ros.core.geometry import crop_camera_matrix, pose6_to_rotation_translation, project_points
+from headpose_ros.core.geometry import (
+    crop_camera_matrix,
+    pose6_to_rotation_translation,
+    project_points,
+)
 from headpose_ros.core.landmarks import IBUG68
-from headpose_training.augment import AugmentConfig, inside_crop, make_sample, paint_occluder, scale_hsv
+from headpose_training.augment import (
+    AugmentConfig,
+    inside_crop,
+    make_sample,
+    paint_occluder,
+    scale_hsv,
+)
 
 SIZE = 64
 PLAIN = AugmentConfig(enabled=False)
@@ -14,7 +24,9 @@ PLAIN = AugmentConfig(enabled=False)
 @pytest.fixture
 def face_patch(synthetic_face):
     """A black patch with a bright dot on each landmark of a face turned 20 degrees."""
-    rotation, translation = pose6_to_rotation_translation(np.array([20.0, 5.0, 0.0, 0.0, 0.0, 0.45]))
+    rotation, translation = pose6_to_rotation_translation(
+        np.array([20.0, 5.0, 0.0, 0.0, 0.0, 0.45])
+    )
     points = project_points(synthetic_face, rotation, translation, crop_camera_matrix(200))
     patch = np.zeros((200, 200, 3), np.uint8)
     for x, y in points:
@@ -25,13 +37,22 @@ def face_patch(synthetic_face):
 
 def _only(**changes) -> AugmentConfig:
     """Geometry switched off except for the listed changes; no colour change, no occluder."""
-    base = dict(max_rotation_deg=0.0, max_scale=0.0, max_shift=0.0, mirror_probability=0.0, hsv_range=(1.0, 1.0), occluder_probability=0.0)
+    base = dict(
+        max_rotation_deg=0.0,
+        max_scale=0.0,
+        max_shift=0.0,
+        mirror_probability=0.0,
+        hsv_range=(1.0, 1.0),
+        occluder_probability=0.0,
+    )
     return AugmentConfig(**{**base, **changes})
 
 
 def test_plain_sample_is_the_inference_crop(face_patch):
     patch, points, box, face = face_patch
-    sample = make_sample(patch, points, np.ones(68), box, SIZE, face, PLAIN, np.random.default_rng(0))
+    sample = make_sample(
+        patch, points, np.ones(68), box, SIZE, face, PLAIN, np.random.default_rng(0)
+    )
     np.testing.assert_allclose(sample.landmarks, apply_affine(points, crop_affine(box, SIZE)))
     assert sample.mask.sum() == 68 and sample.visibility.sum() == 68
     assert sample.crop.shape == (SIZE, SIZE, 3) and sample.pose.shape == (6,)
@@ -51,26 +72,52 @@ def test_augmented_landmarks_stay_on_their_dots(face_patch):
 
 def test_mirroring_flips_image_labels_and_pose_signs(face_patch):
     patch, points, box, face = face_patch
-    plain = make_sample(patch, points, np.ones(68), box, SIZE, face, _only(), np.random.default_rng(0))
-    mirrored = make_sample(patch, points, np.ones(68), box, SIZE, face, _only(mirror_probability=1.0), np.random.default_rng(0))
+    plain = make_sample(
+        patch, points, np.ones(68), box, SIZE, face, _only(), np.random.default_rng(0)
+    )
+    mirrored = make_sample(
+        patch,
+        points,
+        np.ones(68),
+        box,
+        SIZE,
+        face,
+        _only(mirror_probability=1.0),
+        np.random.default_rng(0),
+    )
     # Same pixels mirrored, up to OpenCV's fixed-point interpolation rounding.
     assert np.abs(mirrored.crop.astype(int) - plain.crop[:, ::-1]).max() <= 1
     perm = list(IBUG68.flip_permutation)
-    np.testing.assert_allclose(mirrored.landmarks[:, 0], SIZE - 1 - plain.landmarks[perm, 0], atol=1e-9)
+    np.testing.assert_allclose(
+        mirrored.landmarks[:, 0], SIZE - 1 - plain.landmarks[perm, 0], atol=1e-9
+    )
     np.testing.assert_allclose(mirrored.landmarks[:, 1], plain.landmarks[perm, 1], atol=1e-9)
     # yaw, roll and tx change sign; pitch stays (up to the mirror axis being half a pixel off
     # the crop camera's principal point).
     np.testing.assert_allclose(mirrored.pose[[0, 2]], -plain.pose[[0, 2]], atol=1.0)
     np.testing.assert_allclose(mirrored.pose[1], plain.pose[1], atol=1.0)
-    np.testing.assert_allclose(mirrored.pose[3], -plain.pose[3], atol=4e-3)  # half a pixel at 0.45 m
+    np.testing.assert_allclose(
+        mirrored.pose[3], -plain.pose[3], atol=4e-3
+    )  # half a pixel at 0.45 m
 
 
 def test_in_plane_rotation_turns_roll(face_patch):
     patch, points, box, face = face_patch
-    plain = make_sample(patch, points, np.ones(68), box, SIZE, face, _only(), np.random.default_rng(0))
+    plain = make_sample(
+        patch, points, np.ones(68), box, SIZE, face, _only(), np.random.default_rng(0)
+    )
     seed = next(s for s in range(100) if abs(np.random.default_rng(s).uniform(-45.0, 45.0)) > 20)
     angle = np.rad2deg(np.random.default_rng(seed).uniform(-np.deg2rad(45), np.deg2rad(45)))
-    rotated = make_sample(patch, points, np.ones(68), box, SIZE, face, _only(max_rotation_deg=45.0), np.random.default_rng(seed))
+    rotated = make_sample(
+        patch,
+        points,
+        np.ones(68),
+        box,
+        SIZE,
+        face,
+        _only(max_rotation_deg=45.0),
+        np.random.default_rng(seed),
+    )
     # A positive window rotation turns the face counter-clockwise on screen: the top of the
     # head goes to the subject's right shoulder, which geometry.py calls positive roll.
     assert abs((rotated.pose[2] - plain.pose[2]) - angle) < 1.5
@@ -79,7 +126,9 @@ def test_in_plane_rotation_turns_roll(face_patch):
 def test_landmarks_outside_the_crop_get_mask_zero(face_patch):
     patch, points, box, face = face_patch
     small = SquareBox(box.cx - box.side / 4, box.cy - box.side / 4, box.side / 2)
-    sample = make_sample(patch, points, np.ones(68), small, SIZE, face, PLAIN, np.random.default_rng(0))
+    sample = make_sample(
+        patch, points, np.ones(68), small, SIZE, face, PLAIN, np.random.default_rng(0)
+    )
     inside = inside_crop(sample.landmarks, SIZE)
     assert 0 < inside.sum() < 68
     np.testing.assert_array_equal(sample.mask, inside.astype(float))
@@ -89,7 +138,16 @@ def test_unannotated_landmarks_stay_masked(face_patch):
     patch, points, box, face = face_patch
     mask = np.ones(68)
     mask[[3, 40]] = 0
-    sample = make_sample(patch, points, mask, box, SIZE, face, _only(mirror_probability=1.0), np.random.default_rng(0))
+    sample = make_sample(
+        patch,
+        points,
+        mask,
+        box,
+        SIZE,
+        face,
+        _only(mirror_probability=1.0),
+        np.random.default_rng(0),
+    )
     perm = np.asarray(IBUG68.flip_permutation)
     assert sample.mask[perm[3]] == 0 and sample.mask[perm[40]] == 0 and sample.mask.sum() == 66
 
@@ -103,7 +161,12 @@ def test_occluder_hides_exactly_the_landmarks_it_covers():
         visibility = paint_occluder(image, points, 80, (0.15, 0.5), rng)
         painted = np.argwhere(np.any(image != 0, axis=2))
         (y0, x0), (y1, x1) = painted.min(axis=0), painted.max(axis=0)
-        covered = (points[:, 0] >= x0) & (points[:, 0] <= x1) & (points[:, 1] >= y0) & (points[:, 1] <= y1)
+        covered = (
+            (points[:, 0] >= x0)
+            & (points[:, 0] <= x1)
+            & (points[:, 1] >= y0)
+            & (points[:, 1] <= y1)
+        )
         np.testing.assert_array_equal(visibility == 0, covered)
 
 

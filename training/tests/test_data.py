@@ -4,7 +4,11 @@ import pytest
 import scipy.io
 
 from headpose_ros.core.crop import apply_affine, crop_affine, square_box_from_landmarks
-from headpose_ros.core.geometry import crop_camera_matrix, pose6_to_rotation_translation, project_points
+from headpose_ros.core.geometry import (
+    crop_camera_matrix,
+    pose6_to_rotation_translation,
+    project_points,
+)
 from headpose_ros.core.landmarks import IBUG68
 from headpose_training.data import (
     BIOCULAR_BREADTH_MM,
@@ -57,7 +61,10 @@ def test_aflw2000_mat_with_21_point_pt2d(tmp_path):
     pt3d = np.vstack([np.linspace(5, 30, 68), np.linspace(6, 35, 68), np.zeros(68)])
     pt3d[0, 3] = -1.0  # marked unusable
     pose = np.array([[0.1, -0.2, 0.3, 1.0, 2.0, 3.0, 0.5]])
-    scipy.io.savemat(tmp_path / "image00002.mat", {"pt2d": np.zeros((2, 21)), "pt3d_68": pt3d, "Pose_Para": pose})
+    scipy.io.savemat(
+        tmp_path / "image00002.mat",
+        {"pt2d": np.zeros((2, 21)), "pt3d_68": pt3d, "Pose_Para": pose},
+    )
     _image(tmp_path / "image00002.jpg")
     sample = load_aflw2000_mat(tmp_path / "image00002.mat")
     np.testing.assert_allclose(sample.landmarks[0], pt3d[:2, 0])
@@ -85,7 +92,9 @@ def test_cofw_mat(tmp_path):
     assert first.image.shape == (30, 40, 3) and second.image.shape == (30, 40, 3)
     np.testing.assert_allclose(first.landmarks[:, 0], np.arange(29))
     np.testing.assert_allclose(first.landmarks[:, 1], np.arange(1, 30))
-    assert first.visibility[4] == 0 and first.visibility.sum() == 28 and second.visibility.sum() == 29
+    assert (
+        first.visibility[4] == 0 and first.visibility.sum() == 28 and second.visibility.sum() == 29
+    )
 
 
 def test_wflw_annotation_lines(tmp_path):
@@ -131,7 +140,9 @@ def test_mean_face_factorisation_recovers_a_known_face(synthetic_face):
     face = estimate_mean_face(np.array(shapes))
     eye_width = np.linalg.norm(face[36] - face[45])
     assert eye_width == pytest.approx(BIOCULAR_BREADTH_MM)
-    np.testing.assert_allclose(face, truth * BIOCULAR_BREADTH_MM / np.linalg.norm(truth[36] - truth[45]), atol=1.5)
+    np.testing.assert_allclose(
+        face, truth * BIOCULAR_BREADTH_MM / np.linalg.norm(truth[36] - truth[45]), atol=1.5
+    )
 
 
 def test_mean_face_from_real_shapes_is_a_plausible_head(data_300w):

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from headpose_ros.core.manifest import ModelFileError, load_manifest
-from headpose_training.export import EncoderGraph, MNNGraph, add_files_to_manifest, check_parity, export_model
+from headpose_training.export import (
+    EncoderGraph,
+    MNNGraph,
+    add_files_to_manifest,
+    check_parity,
+    export_model,
+)
 from headpose_training.model import MNN, MNNConfig
 
 TINY = MNNConfig(input_size=32, stem_stride=2, channels=(8, 8, 12, 12, 16))
@@ -20,7 +26,10 @@ def _trained_looking(model: MNN) -> MNN:
             module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
             module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
             torch.nn.init.normal_(module.weight, 1.0, 0.2, generator=generator)
-    model.set_pose_statistics(torch.tensor([1.0, -2.0, 3.0, 0.0, 0.0, 0.45]), torch.tensor([10.0, 8.0, 9.0, 0.01, 0.01, 0.02]))
+    model.set_pose_statistics(
+        torch.tensor([1.0, -2.0, 3.0, 0.0, 0.0, 0.45]),
+        torch.tensor([10.0, 8.0, 9.0, 0.01, 0.01, 0.02]),
+    )
     return model.eval()
 
 
@@ -28,7 +37,9 @@ def test_config_must_end_at_a_one_pixel_bottleneck():
     with pytest.raises(ValueError, match="1x1 bottleneck"):
         MNNConfig(input_size=128, stem_stride=4, channels=(8, 8, 8))
     assert MNNConfig.from_dict(TINY.to_dict()) == TINY
-    paper = MNNConfig(input_size=256, stem_stride=1, channels=(64, 64, 128, 128, 128, 256, 256, 256, 256))
+    paper = MNNConfig(
+        input_size=256, stem_stride=1, channels=(64, 64, 128, 128, 128, 256, 256, 256, 256)
+    )
     assert paper.heatmap_size == 256
 
 
@@ -52,13 +63,22 @@ def test_onnx_export_matches_torch_with_dynamic_batch_and_contract_names(tmp_pat
         assert all(value < 1e-3 for value in differences.values())
     session = ort.InferenceSession(str(tmp_path / "mnn.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert [o.name for o in session.get_outputs()] == ["heatmaps", "pose_ed", "pose_ae", "visibility"]
+    assert [o.name for o in session.get_outputs()] == [
+        "heatmaps",
+        "pose_ed",
+        "pose_ae",
+        "visibility",
+    ]
     for batch in (1, 5):
-        heatmaps, pose_ed, _, visibility = session.run(None, {"image": np.random.rand(batch, 3, 32, 32).astype(np.float32)})
+        heatmaps, pose_ed, _, visibility = session.run(
+            None, {"image": np.random.rand(batch, 3, 32, 32).astype(np.float32)}
+        )
         assert heatmaps.shape == (batch, 68, 16, 16) and pose_ed.shape == (batch, 6)
         np.testing.assert_allclose(heatmaps.sum(axis=(2, 3)), 1.0, atol=1e-4)
         assert np.all((visibility >= 0) & (visibility <= 1))
-    encoder = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    encoder = ort.InferenceSession(
+        str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"]
+    )
     assert [o.name for o in encoder.get_outputs()] == ["pose_ed", "pose_ae"]
 
 

@@ -44,8 +44,14 @@ def test_shipped_configs_load():
 
 def test_export_and_evaluate_end_to_end(tiny_export, tiny_300w, tmp_path):
     manifest, files = load_manifest(tiny_export)
-    assert manifest.input_size == 32 and manifest.heatmap_size == 16 and set(files) == {"mnn", "encoder"}
-    metrics = evaluate_export(tiny_export, tiny_300w / "helen_test", tmp_path / "eval", record_in_manifest=True)
+    assert (
+        manifest.input_size == 32
+        and manifest.heatmap_size == 16
+        and set(files) == {"mnn", "encoder"}
+    )
+    metrics = evaluate_export(
+        tiny_export, tiny_300w / "helen_test", tmp_path / "eval", record_in_manifest=True
+    )
     assert metrics["faces"] == 3
     for kind in ("interocular", "interpupil", "box_height"):
         assert metrics["nme_mnn"][kind]["mean_pct"] > 0

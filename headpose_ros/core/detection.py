@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from headpose_ros.core.config import DetectorConfig
+from headpose_ros.core.config import ConfigError, DetectorConfig
 
 __all__ = [
     "MEDIAPIPE_TO_LANDMARK_BOX",
@@ -98,7 +98,13 @@ class MediaPipeFaceDetector(FaceDetector):
 
     def __init__(self, config: DetectorConfig) -> None:
         """Build the MediaPipe graph (import is deferred: mediapipe is heavy to import)."""
-        from mediapipe.python.solutions import face_detection
+        try:
+            from mediapipe.python.solutions import face_detection
+        except ImportError as error:
+            raise ConfigError(
+                f"detector.backend=mediapipe needs mediapipe 0.10.14 ({error}); install it or "
+                "use detector.backend=external with boxes from another detector"
+            ) from error
 
         self._calibration = MEDIAPIPE_TO_LANDMARK_BOX[config.model_selection]
         self._graph = face_detection.FaceDetection(

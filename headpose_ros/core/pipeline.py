@@ -196,8 +196,9 @@ class HeadPoseEstimator:
     """Head pose, landmarks, visibility and attention for every face of a video stream.
 
     Construct once (loads and validates the model, builds the detector), then call
-    :meth:`estimate` for each frame in time order. ``detector`` overrides the configured one
-    (e.g. a test double is *not* needed: pass ``boxes`` to :meth:`estimate` instead).
+    :meth:`estimate` for each frame in time order. ``detector`` replaces the configured one
+    with any :class:`FaceDetector`; boxes from an upstream detector are passed to
+    :meth:`estimate` instead.
     """
 
     def __init__(

@@ -11,7 +11,8 @@ in encoder-only mode, and the same frames go through the peers in the same run:
 - FSA-Net (two ONNX variants averaged) from ../shared/peers, on MediaPipe boxes.
 
 Prints p50/p95 per stage, FPS, RSS and our/peer ratios; ``--json`` also writes them to a file.
-Run: ``python benchmarks/bench_pipeline.py [--model-dir DIR] [--frames 300]``. Nothing here is
+Run: ``python benchmarks/bench_pipeline.py [--model-dir DIR] [--frames 300]``; on a GPU machine
+``--throughput cuda`` prints batched MNN faces/s instead. Nothing here is
 asserted: figures are for the issue notes, measured on the machine that runs it.
 """
 
@@ -247,6 +248,32 @@ def peers(
     return results
 
 
+def throughput(model_dir: str, device: str) -> int:
+    """Faces per second of the MNN alone for growing batches (the GPU figure of issue 5)."""
+    from headpose_ros.core.inference import ModelRunner, load_model
+
+    settings = {"inference.device": device, "inference.threads": 0}
+    if model_dir:
+        settings["inference.model_dir"] = model_dir
+    config = config_from_flat(settings).inference
+    runner = ModelRunner(load_model(config), config)
+    size = runner.manifest.input_size
+    print(f"MNN throughput on {runner.device} ({size} px input)")
+    rng = np.random.default_rng(0)
+    for batch in (1, 4, 16, 64, 256):
+        data = rng.random((batch, 3, size, size), dtype=np.float32)
+        runner.run(data)  # warm-up (and cuDNN autotuning on a GPU)
+        repeats = max(3, 256 // batch)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            runner.run(data)
+        seconds = (time.perf_counter() - start) / repeats
+        print(
+            f"batch {batch:4d}: {seconds * 1000:8.2f} ms per call, {batch / seconds:9.0f} faces/s"
+        )
+    return 0
+
+
 def main() -> int:
     """Run the scenes and print the tables."""
     parser = argparse.ArgumentParser(
@@ -262,7 +289,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--skip-peers", action="store_true", help="time only our pipeline")
+    parser.add_argument(
+        "--throughput",
+        metavar="DEVICE",
+        help="only measure batched MNN throughput (faces/s) on this device (e.g. cuda, cpu)",
+    )
     args = parser.parse_args()
+    if args.throughput:
+        return throughput(args.model_dir, args.throughput)
     data_dir = args.shared / "data" / "300w_subset"
     if not data_dir.is_dir():
         print(f"SKIP: {data_dir} not found (the 300-W subset lives in ../shared)")

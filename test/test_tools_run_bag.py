@@ -1,4 +1,4 @@
-"""headpose-bag end to end on sqlite3 and mcap bags that the test writes with rosbags."""
+"""headpose_bag end to end on sqlite3 and mcap bags that the test writes with rosbags."""
 
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def test_bag_round_trip(
     summary = json.loads((report / "summary.json").read_text())
     assert summary["ground_truth"]["landmark_nme_interocular"]["faces"] == FRAMES - 1
     assert summary["ground_truth"]["unmatched"] == 1
-    assert (report / "report.md").read_text().startswith("# headpose-bag report")
+    assert (report / "report.md").read_text().startswith("# headpose_bag report")
     assert (report / "timeline.png").is_file()
 
 

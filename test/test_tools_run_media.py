@@ -1,4 +1,4 @@
-"""headpose-run end to end on real images (folder, single image, video) from ../shared."""
+"""headpose_run end to end on real images (folder, single image, video) from ../shared."""
 
 from __future__ import annotations
 

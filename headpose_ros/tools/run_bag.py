@@ -1,4 +1,4 @@
-"""``headpose-bag``: run the estimator over a rosbag2 (sqlite3 .db3 or .mcap) without ROS.
+"""``headpose_bag``: run the estimator over a rosbag2 (sqlite3 .db3 or .mcap) without ROS.
 
 Reads a sensor_msgs/Image or CompressedImage topic (and the latest sensor_msgs/CameraInfo for
 metric poses), and writes a new bag holding every input topic plus ``<prefix>/faces``
@@ -9,7 +9,7 @@ folder gets results.jsonl/csv (one line per image message, with a skip reason wh
 not be used), summary.json and report.md. With ``--gt-topic`` (a FaceArray with landmarks and
 angles, or a PoseStamped), accuracy against it is computed with ``headpose_ros.core.metrics``.
 
-Example: ``headpose-bag recording/ --output recording_headpose --gt-topic /ground_truth/faces``
+Example: ``headpose_bag recording/ --output recording_headpose --gt-topic /ground_truth/faces``
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class BagToolError(RuntimeError):
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     parser = argparse.ArgumentParser(
-        prog="headpose-bag",
+        prog="headpose_bag",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{prefix}/markers", MARKER_ARRAY, typestore=store
             )
             total = image_conn.msgcount or None
-            progress = tqdm(total=total, unit="image", desc="headpose-bag")
+            progress = tqdm(total=total, unit="image", desc="headpose_bag")
             for conn, bag_time, raw in reader.messages():
                 bag_out.write(copies[conn.id], bag_time, raw)
                 if info_conn is not None and conn.id == info_conn.id and fixed_camera is None:
@@ -339,7 +339,7 @@ def _camera_or_none(info: Any, estimator: HeadPoseEstimator) -> Any:
 
 def _write_markdown(path: Path, summary: dict[str, Any]) -> None:
     lines = [
-        "# headpose-bag report",
+        "# headpose_bag report",
         "",
         f"- input: `{summary['input_bag']}` (image topic `{summary['image_topic']}`, "
         f"camera info `{summary['camera_info_topic']}`)",
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         IntrinsicsError,
         FileNotFoundError,
     ) as error:
-        print(f"headpose-bag: error: {error}", file=sys.stderr)
+        print(f"headpose_bag: error: {error}", file=sys.stderr)
         return 2
     print_summary(summary)
     return 0

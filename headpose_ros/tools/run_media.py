@@ -1,4 +1,4 @@
-"""``headpose-run``: the estimator on an image, a folder of images, a video file or a camera.
+"""``headpose_run``: the estimator on an image, a folder of images, a video file or a camera.
 
 Writes ``results.jsonl`` (one line per frame), ``results.csv`` (one row per face, or one row
 with the skip reason for a frame without faces), annotated images (``annotated/``) or an
@@ -7,7 +7,7 @@ Images of a folder are unrelated photos by default (tracking restarts for each);
 ``--sequence`` when they are the frames of one video. When a 300-W style ``.pts`` file sits
 beside an image, the landmark error (NME, inter-ocular) is reported too.
 
-Example: ``headpose-run path/to/video.mp4 --output-dir out --intrinsics 600,600,320,240``
+Example: ``headpose_run path/to/video.mp4 --output-dir out --intrinsics 600,600,320,240``
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def nme_of_frame(frame: FrameResult, annotation: np.ndarray) -> float | None:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
     parser = argparse.ArgumentParser(
-        prog="headpose-run",
+        prog="headpose_run",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run(args)
     except (ConfigError, ModelFileError, IntrinsicsError, FileNotFoundError) as error:
-        print(f"headpose-run: error: {error}", file=sys.stderr)
+        print(f"headpose_run: error: {error}", file=sys.stderr)
         return 2
     print_summary(summary)
     return 0

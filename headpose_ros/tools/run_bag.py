@@ -246,7 +246,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         camera = fixed_camera
         previous_ids: set[str] = set()
         index = 0
-        with Writer(output, version=9, storage_plugin=plugin) as bag_out:
+        # Bag format 8 is read by every ROS 2 release from Iron on (9 needs Jazzy or later).
+        with Writer(output, version=8, storage_plugin=plugin) as bag_out:
             copies = {}
             for conn in reader.connections:
                 known = conn.msgtype in store.fielddefs

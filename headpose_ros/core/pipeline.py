@@ -543,13 +543,14 @@ class HeadPoseEstimator:
                 )
             else:
                 self._event(result, "pnp_failed", f"track {item.track.track_id}: {solved}")
-                note = f"pnp failed: {solved}"
-        elif camera is not None:
-            position, metric, note = (
-                self._network_position(item, pose_ed, camera),
-                True,
-                "network translation",
-            )
+                note = f"pnp failed ({solved}); "
+        if camera is not None and not metric:
+            # Encoder-only mode, or PnP failed: the network's own translation still gives a
+            # metric position, less precise than PnP of visible landmarks.
+            fallback = self._network_position(item, pose_ed, camera)
+            if fallback is not None:
+                position, metric = fallback, True
+                note = f"{note if landmarks is not None else ''}network translation"
         yaw, pitch, roll = np.deg2rad(pose_ed[:3])
         return FaceResult(
             track_id=item.track.track_id,
@@ -572,15 +573,18 @@ class HeadPoseEstimator:
 
     def _network_position(
         self, item: _FaceWork, pose_ed: np.ndarray, camera: CameraModel
-    ) -> np.ndarray:
-        """Encoder-only metric position: the crop camera's translation seen by the real camera.
+    ) -> np.ndarray | None:
+        """Metric position from the network: the crop camera's translation seen by the camera.
 
         The crop camera has focal ``1.5 * S`` crop pixels for a crop of ``side`` image pixels,
         i.e. ``1.5 * side`` image pixels; the real camera's focal ``fx`` sees the same face at
         depth ``tz * fx / (1.5 * side)``, along the ray through the head origin's pixel.
+        ``None`` when the translation puts the head behind the camera.
         """
         size = self.manifest.input_size
         tx, ty, tz = pose_ed[3:6]
+        if not tz > 1e-6:
+            return None
         focal = CROP_FOCAL_FACTOR * size
         crop_pixel = np.array([focal * tx / tz + size / 2.0, focal * ty / tz + size / 2.0])
         image_pixel = apply_affine(crop_pixel, invert_affine(item.affine))

@@ -156,9 +156,11 @@ def soak(bench: Bench, frames: int, rate: float) -> None:
     rss_end = rss_mb(bench.process.pid)
     elapsed = time.perf_counter() - start
     values = bench.diagnostics
+    arrived = int(values.get("frames received", 0))
     print(
         f"soak: {frames} frames in {elapsed:.0f} s ({frames / elapsed:.1f} Hz sent); "
-        f"results received {len(bench.results)}; node: received {values.get('frames received')}, "
+        f"lost in DDS transport before the node (best effort) {frames - arrived}; "
+        f"results received {len(bench.results)}; node: received {arrived}, "
         f"processed {values.get('frames processed')}, dropped (newest wins) "
         f"{values.get('frames dropped (newest frame wins)')}; "
         f"RSS {rss_start:.1f} -> {rss_end:.1f} MB (growth {rss_end - rss_start:+.1f} MB)"

@@ -43,9 +43,10 @@ class InputConfig:
         choices=("best_effort", "reliable"),
     )
     queue_depth: int = setting(
-        1,
-        "Subscription queue depth. The node always processes only the newest frame; frames "
-        "replaced before processing are counted as dropped.",
+        5,
+        "Subscription queue depth (5 as in the sensor-data profile). The node always processes "
+        "only the newest frame and counts the ones it replaced as dropped; a depth of 1 would "
+        "let DDS discard frames before the node can count them.",
         low=1,
         high=100,
     )

@@ -331,7 +331,6 @@ def train(
     if last.is_file():
         optimiser.load_state_dict(checkpoint["optimiser"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-    rng = np.random.default_rng([config.seed, state["epoch"]])
     floor = heatmap_entropy_floor(
         config.model.input_size, config.model.heatmap_size, config.heatmap_sigma
     )
@@ -358,6 +357,8 @@ def train(
             optimiser, scheduler = _new_optimiser(model, config)
         weights = config.phase_weights(state["pretraining"])
         started = time.monotonic()
+        # One random stream per epoch: a resumed run draws exactly what an uninterrupted one would.
+        rng = np.random.default_rng([config.seed, epoch])
         order = rng.permutation(len(train_set.names))
         sums: dict[str, float] = {}
         batches = range(0, len(order) - config.batch_size + 1, config.batch_size)

@@ -621,3 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write_csv(args.report_dir, results)
     print(json.dumps(report, indent=2))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

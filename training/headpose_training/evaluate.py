@@ -52,7 +52,7 @@ from headpose_ros.core.pipeline import HeadPoseEstimator
 from headpose_training.augment import AugmentConfig, inside_crop, paint_occluder
 from headpose_training.data import FaceSample, iter_300w, pose_from_landmarks
 
-__all__ = ["Predictions", "evaluate_export", "main", "measure_latency"]
+__all__ = ["Predictions", "evaluate_export", "json_safe", "main", "measure_latency"]
 
 FAILURE_THRESHOLD = 0.08
 
@@ -188,6 +188,17 @@ def _nme_summary(errors: np.ndarray) -> dict[str, float]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf (an empty yaw bin, no threshold) by None so the JSON stays standard."""
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def evaluate_export(
     manifest_path: Path,
     test_dir: Path,
@@ -317,7 +328,8 @@ def evaluate_export(
         "absolute angle error (deg)",
         out_dir / "ced_pose.png",
     )
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    metrics = json_safe(metrics)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     if record_in_manifest:
         from headpose_training.export import add_files_to_manifest
 

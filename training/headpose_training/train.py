@@ -8,6 +8,8 @@ Schedule (paper 4.3.2). "pre+sym": heatmaps alone for ``pretrain_epochs``, then 
 of loss (5). "sym": all tasks from scratch. "pose": loss (1) alone (single-task baseline). Adam
 at 1e-3, halved when the validation loss has not improved for ``plateau_patience`` epochs; the
 second phase starts a fresh optimiser at the base rate, as fine-tuning a pre-trained net does.
+A phase ends when its learning rate has been halved below ``min_learning_rate`` (converged),
+after its epochs, or when the time budget is spent.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class TrainConfig:
     epochs: int = 100
     time_budget_min: float = 0.0
     pretrain_fraction: float = 0.3
+    min_learning_rate: float = 1e-5
     heatmap_sigma: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -348,13 +351,19 @@ def train(
                 f"time budget of {config.time_budget_min} min reached at epoch {epoch}", flush=True
             )
             break
-        if state["pretraining"] and config.pretraining_done(epoch, state["elapsed_s"]):
+        converged = optimiser.param_groups[0]["lr"] < config.min_learning_rate
+        if state["pretraining"] and (
+            converged or config.pretraining_done(epoch, state["elapsed_s"])
+        ):
             print(
                 f"heatmap pre-training done after {epoch} epochs; training all tasks", flush=True
             )
             state["pretraining"] = False
             state["sym_start_epoch"] = epoch
             optimiser, scheduler = _new_optimiser(model, config)
+        elif converged:
+            print(f"learning rate below {config.min_learning_rate:g}: converged at epoch {epoch}")
+            break
         weights = config.phase_weights(state["pretraining"])
         started = time.monotonic()
         # One random stream per epoch: a resumed run draws exactly what an uninterrupted one would.

@@ -62,6 +62,13 @@ def test_export_and_evaluate_end_to_end(tiny_export, tiny_300w, tmp_path):
         assert len(list(csv.reader(stream))) == 4
     for plot in ("ced_nme.png", "ced_pose.png"):
         assert (tmp_path / "eval" / plot).stat().st_size > 0
-    recorded = json.loads(tiny_export.read_text())["training"]["metrics_helen_test"]
+
+    def reject(constant):
+        pytest.fail(f"non-standard JSON constant {constant} written")
+
+    json.loads((tmp_path / "eval" / "metrics.json").read_text(), parse_constant=reject)
+    recorded = json.loads(tiny_export.read_text(), parse_constant=reject)["training"][
+        "metrics_helen_test"
+    ]
     assert recorded["faces"] == 3
     load_manifest(tiny_export)  # still valid, hashes unchanged

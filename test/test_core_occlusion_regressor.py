@@ -63,15 +63,9 @@ def random_inputs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     heatmaps = rng.random((faces, POINTS, *size)).astype(np.float32)
     heatmaps /= heatmaps.sum(axis=(2, 3), keepdims=True)
-    pose = np.column_stack(
-        [
-            rng.uniform(-60, 60, faces),
-            rng.uniform(-25, 25, faces),
-            rng.uniform(-25, 25, faces),
-            rng.normal(0.0, 0.01, (faces, 2)),
-            rng.uniform(0.35, 0.45, faces),
-        ]
-    )
+    # yaw, pitch, roll (deg), tx, ty, tz (m): wide enough to trigger the self-occlusion rule.
+    low, high = [-60, -25, -25, -0.02, -0.02, 0.35], [60, 25, 25, 0.02, 0.02, 0.45]
+    pose = rng.uniform(low, high, (faces, 6))
     return heatmaps, pose, rng.random((faces, POINTS))
 
 

@@ -61,14 +61,8 @@ def synthetic_set(rng: np.random.Generator, count: int, size: int = 32) -> OrTra
     ``p^AE`` is the true pose plus 3 degrees of noise, like an imperfect MNN.
     """
     face = template_face_m()
-    pose = np.column_stack(
-        [
-            rng.uniform(-30, 30, count),
-            rng.uniform(-15, 15, count),
-            rng.uniform(-15, 15, count),
-            rng.normal(0.0, 0.005, (count, 2)),
-            rng.uniform(0.3, 0.4, count),
-        ]
+    pose = rng.uniform(
+        [-30, -15, -15, -0.01, -0.01, 0.3], [30, 15, 15, 0.01, 0.01, 0.4], (count, 6)
     )
     targets = np.stack(
         [initial_shape(p[None], face + rng.normal(0, 0.003, face.shape), CROP)[0] for p in pose]

@@ -20,6 +20,7 @@ import csv
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -119,42 +120,43 @@ def run_estimator(
     return result
 
 
+def _timed_ms(call: Callable[[], object], repeats: int, warm_up: int = 10) -> dict[str, float]:
+    """Median and 95th percentile milliseconds of ``call`` after a few warm-up calls."""
+    for _ in range(warm_up):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return {"p50": 1000 * float(np.median(times)), "p95": 1000 * float(np.percentile(times, 95))}
+
+
 def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -> dict[str, float]:
-    """Median single-face milliseconds of each shipped stage (onnxruntime, ``threads`` threads)."""
+    """Single-face milliseconds of each shipped stage (onnxruntime with ``threads`` threads)."""
     manifest, files = load_manifest(manifest_path)
     size = manifest.input_size
-    image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    feed = {"image": np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)}
     latency = {}
-    outputs = None
+    sessions = {}
     for role in ("mnn", "encoder"):
-        if role not in files:
-            continue
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        session = ort.InferenceSession(
-            str(files[role]), options, providers=["CPUExecutionProvider"]
+        if role in files:
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            sessions[role] = ort.InferenceSession(
+                str(files[role]), options, providers=["CPUExecutionProvider"]
+            )
+            timing = _timed_ms(lambda session=sessions[role]: session.run(None, feed), repeats)
+            latency.update({f"{role}_ms_{key}": value for key, value in timing.items()})
+    if "or" in files and "mnn" in sessions:
+        session = sessions["mnn"]
+        outputs = dict(
+            zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True)
         )
-        for _ in range(10):
-            result = session.run(None, {"image": image})
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            result = session.run(None, {"image": image})
-            times.append(time.perf_counter() - start)
-        latency[f"{role}_ms_p50"] = 1000 * float(np.median(times))
-        latency[f"{role}_ms_p95"] = 1000 * float(np.percentile(times, 95))
-        if role == "mnn":
-            outputs = dict(zip([o.name for o in session.get_outputs()], result, strict=True))
-    if "or" in files and outputs is not None:
         regressor = OcclusionRegressor.load(files["or"], manifest.mean_face_m)
         args = (outputs["heatmaps"], outputs["pose_ae"], outputs["visibility"], float(size))
-        regressor.refine(*args)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            regressor.refine(*args)
-            times.append(time.perf_counter() - start)
-        latency["or_ms_p50"] = 1000 * float(np.median(times))
+        timing = _timed_ms(lambda: regressor.refine(*args), repeats)
+        latency.update({f"or_ms_{key}": value for key, value in timing.items()})
     return latency
 
 

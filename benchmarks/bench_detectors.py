@@ -162,9 +162,7 @@ def main() -> int:
         print(f"SKIP: {data_dir} not found (the 300-W subset lives in ../shared)")
         return 0
     cv2.setNumThreads(2)
-    print(
-        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (others inflate times)"
-    )
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (others inflate times)")
     if args.calibrate:
         for selection in (0, 1):
             calibrate(data_dir, selection)

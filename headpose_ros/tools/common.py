@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,6 +20,7 @@ import numpy as np
 import yaml
 
 from headpose_ros.core.config import ConfigError, EstimatorConfig, config_from_flat, iter_settings
+from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError, camera_from_intrinsics
 from headpose_ros.core.pipeline import STAGES, FaceResult, FrameResult
 
@@ -33,6 +36,8 @@ __all__ = [
     "print_settings",
     "plot_timeline",
     "print_summary",
+    "tool_main",
+    "tool_parser",
 ]
 
 CSV_FIELDS = (
@@ -58,6 +63,41 @@ CSV_FIELDS = (
     "cut_by_border",
     "total_ms",
 )
+
+
+def tool_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """Argument parser of one tool; the caller adds its input options first."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def tool_main(
+    parser: argparse.ArgumentParser,
+    argv: list[str] | None,
+    required: str,
+    run: Callable[[argparse.Namespace], dict[str, Any]],
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Console entry shared by the tools: exit 0 with a summary, or 2 with a one-line reason.
+
+    ``required`` names the positional input (optional for ``--list-settings``); setup
+    problems (settings, model files, intrinsics, missing input, plus ``errors``) are reported
+    without a traceback because they are the user's to fix, not bugs.
+    """
+    args = parser.parse_args(argv)
+    if args.list_settings:
+        print_settings()
+        return 0
+    if getattr(args, required) is None:
+        parser.error(f"{required} is required")
+    try:
+        summary = run(args)
+    except (ConfigError, ModelFileError, IntrinsicsError, FileNotFoundError, *errors) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 2
+    print_summary(summary)
+    return 0
 
 
 def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +129,7 @@ def config_from_arguments(args: argparse.Namespace) -> EstimatorConfig:
         loaded = yaml.safe_load(args.config.read_text()) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config} must hold a mapping of settings")
-        values.update(_flat(loaded))
+        values.update(loaded)  # nested sections; config_from_flat flattens them
     for item in args.set:
         name, sep, value = item.partition("=")
         if not sep:
@@ -100,16 +140,6 @@ def config_from_arguments(args: argparse.Namespace) -> EstimatorConfig:
     if args.encoder_only:
         values["inference.encoder_only"] = True
     return config_from_flat(values)
-
-
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def print_settings() -> None:

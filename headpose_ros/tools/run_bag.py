@@ -25,10 +25,9 @@ import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from tqdm import tqdm
 
-from headpose_ros.core.config import ConfigError, config_to_flat
+from headpose_ros.core.config import config_to_flat
 from headpose_ros.core.geometry import matrix_to_euler
 from headpose_ros.core.image_codec import ImageDecodeError
-from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import IntrinsicsError
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
 from headpose_ros.core.pipeline import FaceResult, FrameResult, HeadPoseEstimator
@@ -56,8 +55,8 @@ from headpose_ros.tools.common import (
     add_estimator_arguments,
     camera_from_arguments,
     config_from_arguments,
-    print_settings,
-    print_summary,
+    tool_main,
+    tool_parser,
 )
 
 __all__ = ["main", "run"]
@@ -69,11 +68,7 @@ class BagToolError(RuntimeError):
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="headpose_bag",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("headpose_bag", __doc__)
     parser.add_argument(
         "bag",
         nargs="?",
@@ -373,28 +368,7 @@ def _write_markdown(path: Path, summary: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exit code 2 for a bad bag, settings or model."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.list_settings:
-        print_settings()
-        return 0
-    if args.bag is None:
-        parser.error("the input bag is required")
-    try:
-        summary = run(args)
-    except (
-        BagToolError,
-        ReaderError,
-        WriterError,
-        ConfigError,
-        ModelFileError,
-        IntrinsicsError,
-        FileNotFoundError,
-    ) as error:
-        print(f"headpose_bag: error: {error}", file=sys.stderr)
-        return 2
-    print_summary(summary)
-    return 0
+    return tool_main(build_parser(), argv, "bag", run, (BagToolError, ReaderError, WriterError))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from headpose_ros.core.config import ConfigError, config_to_flat
-from headpose_ros.core.manifest import ModelFileError
-from headpose_ros.core.metric_pose import IntrinsicsError
+from headpose_ros.core.config import config_to_flat
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
@@ -34,8 +32,8 @@ from headpose_ros.tools.common import (
     add_estimator_arguments,
     camera_from_arguments,
     config_from_arguments,
-    print_settings,
-    print_summary,
+    tool_main,
+    tool_parser,
 )
 
 __all__ = ["main", "nme_of_frame"]
@@ -98,11 +96,7 @@ def nme_of_frame(frame: FrameResult, annotation: np.ndarray) -> float | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line interface."""
-    parser = argparse.ArgumentParser(
-        prog="headpose_run",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = tool_parser("headpose_run", __doc__)
     parser.add_argument(
         "source",
         nargs="?",
@@ -228,19 +222,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exit code 2 for bad settings, model or input."""
-    args = build_parser().parse_args(argv)
-    if args.list_settings:
-        print_settings()
-        return 0
-    if args.source is None:
-        build_parser().error("source is required")
-    try:
-        summary = run(args)
-    except (ConfigError, ModelFileError, IntrinsicsError, FileNotFoundError) as error:
-        print(f"headpose_run: error: {error}", file=sys.stderr)
-        return 2
-    print_summary(summary)
-    return 0
+    return tool_main(build_parser(), argv, "source", run)
 
 
 if __name__ == "__main__":

@@ -297,3 +297,24 @@ def test_any_input_gives_a_result_or_a_counted_skip(
     for face in frame.faces:
         assert np.all(np.isfinite(face.landmarks)) and 0.0 <= face.attention <= 1.0
     assert all(event.split(":")[0] in FACE_SKIP_REASONS for event in frame.events)
+
+
+def test_a_sudden_zoom_is_recropped_in_the_same_frame(
+    data_300w: Path, trained_model_dir: Path
+) -> None:
+    est = estimator(trained_model_dir)
+    image, points = helen(data_300w, 1)[0]
+    cx, cy = points.mean(axis=0)
+    zoom = cv2.warpAffine(image, cv2.getRotationMatrix2D((cx, cy), 0.0, 1.5), image.shape[1::-1])
+    assert est.estimate(image, 0).faces
+    zoomed = est.estimate(zoom, FRAME_NS)  # tracked from the unzoomed landmarks
+    assert not zoomed.detector_ran and est.counters["recrops"] >= 1
+    face = zoomed.faces[0]
+    expected = (points - [cx, cy]) * 1.5 + [cx, cy]
+    error = nme_per_face(
+        face.landmarks[None],
+        expected[None],
+        None,
+        landmark_normaliser(expected[None], "interocular"),
+    )
+    assert error[0] < 0.15

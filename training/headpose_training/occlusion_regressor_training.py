@@ -647,7 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A fresh artefact invalidates the manifest's recorded hash: re-register it at once.
         from headpose_training.export import add_files_to_manifest
 
-        notes = {key: report[key] for key in ("config", "crop_box", *results)}
+        notes = {key: report[key] for key in ("config", "stages_kept", "crop_box", *results)}
         add_files_to_manifest(
             args.model_dir / MANIFEST_NAME, {"or": output}, {"occlusion_regressor": notes}
         )

@@ -24,18 +24,10 @@ from tqdm import tqdm
 
 from headpose_ros.core.config import DetectorConfig
 from headpose_ros.core.detection import MediaPipeFaceDetector
+from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def landmark_box(points: np.ndarray) -> np.ndarray:

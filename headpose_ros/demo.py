@@ -128,7 +128,7 @@ def run(
     output_dir.mkdir(parents=True, exist_ok=True)
     params = Path(tempfile.mkdtemp()) / "demo_params.yaml"
     params.write_text(
-        '"/**":\n  ros__parameters:\n    detector:\n      model_selection: 1\n'
+        '"/**":\n  ros__parameters:\n'
         "    tracking:\n      deterministic_ids: true\n    input:\n      reliability: reliable\n"
         f"    inference:\n      model_dir: {json.dumps(model_dir)}\n"
     )

@@ -12,8 +12,7 @@ import json
 import textwrap
 from dataclasses import dataclass, field
 
-from headpose_ros.core.config import EstimatorConfig, SettingSpec, iter_settings
-from headpose_ros.core.config import _setting as setting
+from headpose_ros.core.config import EstimatorConfig, SettingSpec, iter_settings, setting
 
 __all__ = [
     "DiagnosticsConfig",

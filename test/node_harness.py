@@ -53,7 +53,6 @@ def write_params(path: Path, model_dir: Path, **overrides: Any) -> Path:
     values: dict[str, Any] = {
         "inference.model_dir": str(model_dir),
         "inference.threads": 1,
-        "detector.model_selection": 1,  # full range: robust at robot distances
         "tracking.deterministic_ids": True,
         "diagnostics.period_s": 0.5,
         "input.reliability": "reliable",

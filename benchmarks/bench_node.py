@@ -68,7 +68,7 @@ class Bench:
     def __init__(self, model_dir: str, reliable: bool) -> None:
         params = Path(tempfile.mkdtemp()) / "bench.yaml"
         params.write_text(
-            '"/**":\n  ros__parameters:\n    detector:\n      model_selection: 1\n'
+            '"/**":\n  ros__parameters:\n'
             f"    inference:\n      model_dir: {model_dir!r}\n"
             f"    input:\n      reliability: {'reliable' if reliable else 'best_effort'}\n"
             "    output:\n      markers: false\n      debug_image: false\n"

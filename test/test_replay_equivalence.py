@@ -19,7 +19,6 @@ pytest.importorskip("headpose_msgs.msg", reason="headpose_msgs is not built (scr
 
 SETTINGS = {
     "inference.threads": 1,
-    "detector.model_selection": 1,
     "tracking.deterministic_ids": True,
 }
 FRAMES = 8

@@ -128,10 +128,14 @@ def latency(bench: Bench, faces: int, frames: int) -> None:
             latencies.append((bench.results[stamp] - sent) * 1e3)
             counts.append(bench.faces[stamp])
     values = np.asarray(latencies)
+    settle = time.monotonic() + 1.5  # one more diagnostics period
+    while time.monotonic() < settle:
+        rclpy.spin_once(bench.node, timeout_sec=0.05)
     print(
         f"latency {faces} face(s) requested, {np.median(counts):.0f} found: "
         f"p50 {np.percentile(values, 50):.1f} ms, p95 {np.percentile(values, 95):.1f} ms, "
-        f"max {values.max():.1f} ms over {len(values)} frames ({frames - len(values)} lost)"
+        f"max {values.max():.1f} ms over {len(values)} frames ({frames - len(values)} lost); "
+        f"inside the node (decode to publish) p50 {bench.diagnostics.get('latency p50 ms')} ms"
     )
 
 

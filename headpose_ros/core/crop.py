@@ -94,9 +94,9 @@ def square_box_from_landmarks(points: np.ndarray, margin: float = BOX_MARGIN) ->
 def crop_affine(box: SquareBox, out_size: int, rotation_rad: float = 0.0) -> np.ndarray:
     """Build the 2x3 transform taking image pixels into an ``out_size`` square crop of ``box``.
 
-    ``rotation_rad`` rotates the crop window counter-clockwise in the image (so the face
-    appears rotated clockwise in the crop); training uses it for in-plane rotation
-    augmentation, inference leaves it at zero.
+    ``rotation_rad`` turns the crop window so that the face appears rotated by that angle
+    counter-clockwise on screen (y down) in the crop, i.e. by positive roll; training uses it
+    for in-plane rotation augmentation, inference leaves it at zero.
     """
     scale = out_size / box.side
     cos, sin = np.cos(rotation_rad) * scale, np.sin(rotation_rad) * scale

@@ -30,6 +30,7 @@ __all__ = [
     "face_transforms",
     "main_face",
     "marker_array_message",
+    "message_class",
     "pose_array_message",
     "pose_message",
     "pose_stamped_message",
@@ -40,10 +41,15 @@ __all__ = [
 MessageFactory = Callable[..., Any]
 
 
+def message_class(type_name: str) -> type:
+    """Import the rclpy class of ``pkg/msg/Name`` (ImportError/AttributeError if unknown)."""
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
 def rclpy_factory(type_name: str, **fields: Any) -> Any:
     """Build an rclpy message (``"pkg/msg/Name"``); unspecified fields keep their defaults."""
-    package, _, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)(**fields)
+    return message_class(type_name)(**fields)
 
 
 def rosbags_factory(typestore: Any) -> MessageFactory:

@@ -48,7 +48,6 @@ from headpose_ros.core.config import (
     SettingSpec,
     config_from_flat,
     iter_settings,
-    validate_config,
 )
 from headpose_ros.core.image_codec import (
     ImageDecodeError,
@@ -207,15 +206,9 @@ class HeadPoseNode(LifecycleNode):
         """Both typed configs from flat parameter values; ConfigError names a bad one."""
         estimator_names = {spec.name for spec in iter_settings(EstimatorConfig())}
         estimator = config_from_flat({k: v for k, v in values.items() if k in estimator_names})
-        node = NodeConfig()
-        for name, value in values.items():
-            if name not in estimator_names:
-                *path, leaf = name.split(".")
-                section = node
-                for part in path:
-                    section = getattr(section, part)
-                setattr(section, leaf, value)
-        validate_config(node)
+        node = config_from_flat(
+            {k: v for k, v in values.items() if k not in estimator_names}, NodeConfig()
+        )
         if node.input.external_boxes and estimator.detector.backend != "external":
             estimator.detector.backend = "external"
         return estimator, node

@@ -11,7 +11,6 @@ offline tool's results frame for frame.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -26,15 +25,11 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
-__all__ = ["main", "message_class", "replay"]
+from headpose_ros.messages import message_class
+
+__all__ = ["main", "replay"]
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-
-
-def message_class(type_name: str) -> type:
-    """Import the rclpy class of ``pkg/msg/Name`` (ImportError/AttributeError if unknown)."""
-    package, _, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
 
 
 def _stamp(message: Any) -> tuple[int, int]:

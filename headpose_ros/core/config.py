@@ -9,11 +9,12 @@ and both get the same validation errors for the same bad value.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ConfigError",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|tensorrt(:\d+)?)$")
+#: Any settings dataclass of this schema style (EstimatorConfig, the node's NodeConfig).
+ConfigT = TypeVar("ConfigT")
 
 
 class ConfigError(ValueError):
@@ -326,15 +329,14 @@ def _coerce(name: str, item: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def config_from_flat(
-    values: Mapping[str, Any], base: EstimatorConfig | None = None
-) -> EstimatorConfig:
+def config_from_flat(values: Mapping[str, Any], base: ConfigT | None = None) -> ConfigT:
     """Apply ``{"section.name": value}`` (or nested dicts, as in a YAML file) and validate.
 
-    Unknown names are an error, not ignored: a typo in a parameter file must not silently
-    leave a default in place.
+    ``base`` (default: a fresh :class:`EstimatorConfig`) may be any settings dataclass of
+    this schema style, e.g. the ROS node's own; it is copied, never modified. Unknown names
+    are an error, not ignored: a typo in a parameter file must not silently leave a default.
     """
-    config = _deep_copy(base or EstimatorConfig())
+    config = copy.deepcopy(base if base is not None else EstimatorConfig())
     flat = _flatten(values)
     fields = {name: (item, value) for name, item, value in _leaf_fields(config, "")}
     for name, value in flat.items():
@@ -347,17 +349,6 @@ def config_from_flat(
             section = getattr(section, part)
         setattr(section, leaf, _coerce(name, item, value))
     return validate_config(config)
-
-
-def _deep_copy(config: EstimatorConfig) -> EstimatorConfig:
-    return EstimatorConfig(
-        **{
-            item.name: dataclasses.replace(getattr(config, item.name))
-            if dataclasses.is_dataclass(getattr(config, item.name))
-            else getattr(config, item.name)
-            for item in dataclasses.fields(config)
-        }
-    )
 
 
 def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -7,17 +7,13 @@ its subscriptions exist and exits on SIGTERM.
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 
-
-def message_class(type_name: str) -> type:
-    package, _, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{package}.msg"), name)
+from headpose_ros.messages import message_class
 
 
 def main() -> None:

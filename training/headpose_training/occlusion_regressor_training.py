@@ -69,6 +69,7 @@ __all__ = [
     "fit_occlusion_regressor",
     "collect_mnn_outputs",
     "evaluate_regressor",
+    "fit_for_model",
     "jittered_poses",
     "main",
     "nme_interocular",
@@ -101,6 +102,7 @@ class OrFitConfig:
     pitch_jitter_deg: float = 10.0
     roll_jitter_deg: float = 10.0
     occlusion_threshold: float = 0.5
+    crop_variants: int = 2
     seed: int = 0
 
 
@@ -308,7 +310,9 @@ def fit_occlusion_regressor(
         _, _, right_vectors = np.linalg.svd(
             residual[rng.permutation(len(residual))[:20000]], full_matrices=False
         )
-        basis[stage] = right_vectors[: config.basis_size]
+        # A small set has fewer residual directions than the basis holds; the rest stay 0.
+        kept = min(config.basis_size, len(right_vectors))
+        basis[stage, :kept] = right_vectors[:kept]
         remaining = residual @ basis[stage].T.astype(np.float64)
         for tree, landmark in enumerate(tree_landmark):
             active = np.flatnonzero(~occluded[:, landmark])
@@ -572,7 +576,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         required=True,
         help="300-W root holding helen_train/, afw/, helen_test/",
     )
-    parser.add_argument("--output", type=Path, help="artefact path (default: MODEL_DIR/or.npz)")
     parser.add_argument(
         "--report-dir", type=Path, default=Path("training/runs/or"), help="plots, CSV, JSON"
     )
@@ -581,9 +584,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--split-seed", type=int, default=0, help="seed of the train/validation split"
-    )
-    parser.add_argument(
-        "--crop-variants", type=int, default=2, help="crops per training face (1 = GT box only)"
     )
     parser.add_argument(
         "--evaluate-test",
@@ -600,20 +600,32 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: collect MNN outputs, fit, save the artefact, and report NME with and without the OR."""
-    args = _parse_args(argv)
-    config = OrFitConfig(**{name: getattr(args, name) for name in asdict(OrFitConfig())})
-    model = load_model(InferenceConfig(model_dir=str(args.model_dir), device="cpu", threads=2))
-    runner = ModelRunner(
-        model, InferenceConfig(model_dir=str(args.model_dir), device="cpu", threads=2)
-    )
-    output = args.output or args.model_dir / "or.npz"
-    args.report_dir.mkdir(parents=True, exist_ok=True)
+def fit_for_model(
+    model_dir: Path,
+    data_root: Path,
+    report_dir: Path,
+    config: OrFitConfig,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    evaluate_test: bool = False,
+    register: bool = False,
+) -> dict:
+    """Fit the OR on the exported MNN in ``model_dir``; save ``or.npz`` there and report.
 
-    parts = _training_faces(args.data, args.val_fraction, args.split_seed)
+    The validation faces are the MNN training's own (same ``val_fraction`` and ``split_seed``),
+    so choosing the number of stages never looks at a face the MNN was not tuned on either.
+    ``register`` lists the artefact and its numbers in the folder's manifest, which a new
+    artefact's hash requires before the model can be loaded again.
+    """
+    inference = InferenceConfig(model_dir=str(model_dir), device="cpu", threads=2)
+    model = load_model(inference)
+    runner = ModelRunner(model, inference)
+    output = model_dir / "or.npz"
+    report_dir.mkdir(parents=True, exist_ok=True)
+
+    parts = _training_faces(data_root, val_fraction, split_seed)
     train = collect_mnn_outputs(
-        runner, *parts["train"], args.crop_variants, config.seed, desc="MNN on train crops"
+        runner, *parts["train"], config.crop_variants, config.seed, desc="MNN on train crops"
     )
     val = collect_mnn_outputs(runner, *parts["val"], desc="MNN on validation crops")
     regressor, curve = fit_occlusion_regressor(train, model.manifest.mean_face_m, config)
@@ -622,16 +634,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     regressor = OcclusionRegressor.load(output, model.manifest.mean_face_m)
 
     results = {"val": evaluate_regressor(regressor, val)}
-    if args.evaluate_test:
+    if evaluate_test:
         results["helen_test"] = evaluate_regressor(
             regressor,
-            collect_mnn_outputs(runner, *_faces(args.data, TEST_FOLDER), desc="MNN on helen_test"),
+            collect_mnn_outputs(runner, *_faces(data_root, TEST_FOLDER), desc="MNN on helen_test"),
         )
     report = {
         "artefact": str(output),
         "artefact_bytes": output.stat().st_size,
         "config": asdict(config),
-        "crop_variants": args.crop_variants,
         "train_crops": len(train.targets),
         "train_curve_nme_io_pct": curve,
         "val_curve_nme_io_pct": val_curve,
@@ -642,17 +653,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             split: {"faces": len(nme["mnn_or"]), **_summary(nme)} for split, nme in results.items()
         },
     }
-    (args.report_dir / "or_report.json").write_text(json.dumps(report, indent=2))
-    if args.register:
-        # A fresh artefact invalidates the manifest's recorded hash: re-register it at once.
+    (report_dir / "or_report.json").write_text(json.dumps(report, indent=2))
+    if register:
         from headpose_training.export import add_files_to_manifest
 
         notes = {key: report[key] for key in ("config", "stages_kept", "crop_box", *results)}
         add_files_to_manifest(
-            args.model_dir / MANIFEST_NAME, {"or": output}, {"occlusion_regressor": notes}
+            model_dir / MANIFEST_NAME, {"or": output}, {"occlusion_regressor": notes}
         )
-    _write_plots(args.report_dir, {"train": curve, "val": val_curve}, results)
-    _write_csv(args.report_dir, results)
+    _write_plots(report_dir, {"train": curve, "val": val_curve}, results)
+    _write_csv(report_dir, results)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: collect MNN outputs, fit, save the artefact, and report NME with and without the OR."""
+    args = _parse_args(argv)
+    config = OrFitConfig(**{name: getattr(args, name) for name in asdict(OrFitConfig())})
+    report = fit_for_model(
+        args.model_dir,
+        args.data,
+        args.report_dir,
+        config,
+        args.val_fraction,
+        args.split_seed,
+        args.evaluate_test,
+        args.register,
+    )
     print(json.dumps(report, indent=2))
     return 0
 

@@ -1,8 +1,9 @@
-"""``headpose-train``: train the MNN with the paper's Pre+Sym schedule, then export and evaluate.
+"""``headpose-train``: train the MNN (Pre+Sym schedule), export it, fit the OR and evaluate.
 
 Read top to bottom: the run configuration, batch assembly, one epoch, validation, the loop with
 checkpoints (resumable from ``last.pt``), and the command line that chains training, export to
-ONNX and the held-out evaluation into one reproducible command.
+ONNX, the OR fitted on the exported MNN's outputs and the held-out evaluation into one
+reproducible command.
 
 Schedule (paper 4.3.2). "pre+sym": heatmaps alone for ``pretrain_epochs``, then all four tasks
 of loss (5). "sym": all tasks from scratch. "pose": loss (1) alone (single-task baseline). Adam
@@ -36,6 +37,7 @@ from headpose_training.augment import AugmentConfig, TrainingSample, make_sample
 from headpose_training.data import PatchSet, build_patch_set, estimate_mean_face, split_train_val
 from headpose_training.losses import TASKS, LossWeights, heatmap_entropy_floor, multitask_loss
 from headpose_training.model import MNN, MNNConfig
+from headpose_training.occlusion_regressor_training import OrFitConfig, fit_for_model
 
 __all__ = ["TrainConfig", "load_config", "main", "train"]
 
@@ -68,6 +70,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     threads: int = 2
     normalisation: Normalisation = field(default_factory=Normalisation)
+    occlusion_regressor: OrFitConfig = field(default_factory=OrFitConfig)
 
     def __post_init__(self) -> None:
         """Fail on a misspelt schedule before hours of training, not after."""
@@ -100,6 +103,7 @@ class TrainConfig:
             if key in norm:
                 norm[key] = tuple(norm[key])
         fields["normalisation"] = Normalisation(**norm)
+        fields["occlusion_regressor"] = OrFitConfig(**fields.get("occlusion_regressor", {}))
         fields["train_splits"] = tuple(fields.get("train_splits", cls.train_splits))
         return cls(**fields)
 
@@ -456,7 +460,7 @@ def load_checkpoint(path: Path) -> tuple[MNN, TrainConfig, dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: train, then (unless ``--no-export``) export and evaluate the result."""
+    """Command line: train, then (unless ``--no-export``) export, fit the OR and evaluate."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -468,12 +472,15 @@ def main(argv: list[str] | None = None) -> int:
         "--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits"
     )
     parser.add_argument(
-        "--export-to", type=Path, help="folder for the ONNX models + manifest (default OUT/export)"
+        "--cache", type=Path, default=CACHE_DIR, help="folder for the decoded-face cache"
     )
     parser.add_argument(
-        "--or-artefact", type=Path, help="optional OR .npz to list in the manifest (role 'or')"
+        "--export-to", type=Path, help="folder for the ONNX models + manifest (default OUT/export)"
     )
     parser.add_argument("--no-export", action="store_true", help="stop after training")
+    parser.add_argument(
+        "--no-or", action="store_true", help="export and evaluate the MNN without fitting the OR"
+    )
     parser.add_argument(
         "--time-budget-min", type=float, help="override the config's training time budget"
     )
@@ -481,14 +488,26 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config)
     if args.time_budget_min is not None:
         config = replace(config, time_budget_min=args.time_budget_min)
-    checkpoint = train(config, args.out, args.data)
+    checkpoint = train(config, args.out, args.data, args.cache)
     if args.no_export:
         return 0
     from headpose_training.evaluate import evaluate_export
     from headpose_training.export import export_checkpoint
 
     export_dir = args.export_to or args.out / "export"
-    manifest_path = export_checkpoint(checkpoint, export_dir, or_artefact=args.or_artefact)
+    manifest_path = export_checkpoint(checkpoint, export_dir)
+    if not args.no_or:
+        # The OR learns from the exported MNN's own outputs, so it is fitted after export and
+        # registered in the manifest before the evaluation runs both passes (MNN, MNN+OR).
+        fit_for_model(
+            export_dir,
+            args.data,
+            args.out / "or",
+            config.occlusion_regressor,
+            config.val_fraction,
+            config.seed,
+            register=True,
+        )
     evaluate_export(
         manifest_path, args.data / "helen_test", args.out / "eval", record_in_manifest=True
     )

@@ -9,7 +9,7 @@ import torch
 
 from headpose_ros.core.manifest import load_manifest
 from headpose_training.evaluate import evaluate_export
-from headpose_training.train import TrainConfig, load_checkpoint, load_config, train
+from headpose_training.train import TrainConfig, load_checkpoint, load_config, main, train
 
 
 def test_smoke_run_records_config_history_and_curves(tiny_run, tiny_config):
@@ -72,3 +72,21 @@ def test_export_and_evaluate_end_to_end(tiny_export, tiny_300w, tmp_path):
     ]
     assert recorded["faces"] == 3
     load_manifest(tiny_export)  # still valid, hashes unchanged
+
+
+def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_300w, tmp_path):
+    small_or = {"num_stages": 2, "initialisations": 2}
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({**tiny_config.to_dict(), "occlusion_regressor": small_or}))
+    run, export = tmp_path / "run", tmp_path / "models"
+    args = ["--config", str(config), "--out", str(run), "--data", str(tiny_300w)]
+    assert main([*args, "--cache", str(tmp_path / "cache"), "--export-to", str(export)]) == 0
+
+    manifest, files = load_manifest(export / "manifest.json")  # hashes of all three verified
+    assert set(files) == {"mnn", "encoder", "or"}
+    assert manifest.training["config"]["occlusion_regressor"]["num_stages"] == 2
+    assert manifest.training["occlusion_regressor"]["stages_kept"] in (1, 2)
+    metrics = manifest.training["metrics_helen_test"]
+    assert metrics["faces"] == 3 and metrics["nme_mnn+or"]["interocular"]["mean_pct"] > 0
+    assert (run / "or" / "or_report.png").stat().st_size > 0
+    assert (run / "eval" / "ced_nme.png").stat().st_size > 0

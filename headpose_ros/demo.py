@@ -25,8 +25,10 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
 
 from headpose_msgs.msg import FaceArray
+from headpose_ros.messages import rclpy_image_message
 
 __all__ = ["astronaut_frame", "camera_info_message", "image_message", "main"]
 
@@ -55,17 +57,10 @@ def astronaut_frame(
 
 
 def image_message(image_bgr: np.ndarray, stamp_ns: int, frame_id: str = FRAME_ID) -> Image:
-    """sensor_msgs/Image (bgr8) of a numpy image."""
-    message = Image(
-        height=image_bgr.shape[0],
-        width=image_bgr.shape[1],
-        encoding="bgr8",
-        step=image_bgr.shape[1] * 3,
-        data=image_bgr.tobytes(),
-    )
-    message.header.stamp.sec, message.header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
-    message.header.frame_id = frame_id
-    return message
+    """sensor_msgs/Image (bgr8) of a numpy image, stamped ``stamp_ns``."""
+    header = Header(frame_id=frame_id)
+    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return rclpy_image_message(header, image_bgr)
 
 
 def camera_info_message(

@@ -66,6 +66,7 @@ from headpose_ros.messages import (
     pose_array_message,
     pose_stamped_message,
     rclpy_factory,
+    rclpy_image_message,
 )
 from headpose_ros.node_config import NodeConfig, all_settings
 
@@ -474,16 +475,7 @@ class HeadPoseNode(LifecycleNode):
             publishers["markers"].publish(markers)
         if "debug_image" in publishers and publishers["debug_image"].get_subscription_count():
             annotated = draw_frame(image, frame)
-            publishers["debug_image"].publish(
-                Image(
-                    header=header,
-                    height=annotated.shape[0],
-                    width=annotated.shape[1],
-                    encoding="bgr8",
-                    step=annotated.shape[1] * 3,
-                    data=annotated.tobytes(),
-                )
-            )
+            publishers["debug_image"].publish(rclpy_image_message(header, annotated))
         if self._tf_broadcaster is not None:
             self._tf_broadcaster.sendTransform(face_transforms(make, header, frame))
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from headpose_ros.core.geometry import euler_to_matrix
+from headpose_ros.core.image_codec import decode_raw_image
 from headpose_ros.core.pipeline import FaceResult, FrameResult
 from headpose_ros.messages import (
     face_array_message,
@@ -14,6 +15,7 @@ from headpose_ros.messages import (
     marker_array_message,
     pose_array_message,
     rclpy_factory,
+    rclpy_image_message,
     rosbags_factory,
 )
 from headpose_ros.tools.bag_messages import build_typestore
@@ -131,7 +133,22 @@ def test_rosbags_messages_match_the_rclpy_ones(frame: FrameResult) -> None:
 
     from headpose_msgs.msg import FaceArray
 
-
     ros_message = face_array_message(rclpy_factory, Header(frame_id="cam"), frame, "ibug68")
     from_rclpy = deserialize_message(serialize_message(ros_message), FaceArray)
     assert deserialize_message(bytes(raw), FaceArray) == from_rclpy
+
+
+def test_image_message_round_trips_through_the_core_decoder() -> None:
+    from std_msgs.msg import Header
+
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    strided = np.zeros((5, 9, 3), np.uint8)[:, 1:8]  # not contiguous: must be packed
+    strided[:] = pixels
+    header = Header(frame_id="camera_optical_frame")
+    message = rclpy_image_message(header, strided)
+    assert (message.height, message.width, message.step, message.encoding) == (5, 7, 21, "bgr8")
+    assert message.header.frame_id == "camera_optical_frame"
+    decoded = decode_raw_image(
+        message.encoding, message.height, message.width, message.step, False, message.data
+    )
+    np.testing.assert_array_equal(decoded, pixels)

@@ -34,6 +34,7 @@ from rclpy.node import Node  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from headpose_msgs.msg import FaceArray  # noqa: E402
+from headpose_ros.dds_profile import use_large_image_profile  # noqa: E402
 from headpose_ros.demo import astronaut_frame, image_message  # noqa: E402
 
 WIDTH, HEIGHT = 640, 480
@@ -81,6 +82,7 @@ class Bench:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
+        print(use_large_image_profile())  # before the node starts: both processes use it
         rclpy.init()
         self.node = Node("headpose_bench")
         # One executor for the whole run: rclpy.spin_once(node) adds and removes the node from

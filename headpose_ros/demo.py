@@ -28,6 +28,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from headpose_msgs.msg import FaceArray
+from headpose_ros.dds_profile import use_large_image_profile
 from headpose_ros.messages import rclpy_image_message
 
 __all__ = ["astronaut_frame", "camera_info_message", "image_message", "main"]
@@ -127,6 +128,7 @@ def run(
         "    tracking:\n      deterministic_ids: true\n    input:\n      reliability: reliable\n"
         f"    inference:\n      model_dir: {json.dumps(model_dir)}\n"
     )
+    print(f"demo: {use_large_image_profile()}")  # before the node starts: both processes use it
     print(f"demo: starting headpose_node (ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')})")
     node_process = _start_node(params)
     rclpy.init()

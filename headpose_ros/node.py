@@ -58,6 +58,7 @@ from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError, camera_from_intrinsics
 from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
+from headpose_ros.dds_profile import use_large_image_profile
 from headpose_ros.messages import (
     face_array_message,
     face_transforms,
@@ -539,9 +540,11 @@ class HeadPoseNode(LifecycleNode):
 
 def main(args: list[str] | None = None) -> None:
     """Run the node; with ``autostart`` (default) configure and activate it right away."""
+    dds_profile = use_large_image_profile()
     rclpy.init(args=args)
     try:
         node = HeadPoseNode()
+        node.get_logger().info(dds_profile)
     except (ParameterException, InvalidParameterValueException) as error:
         # A parameter file or override outside the declared type or range.
         rclpy.logging.get_logger("headpose").fatal(f"invalid parameter: {error}")

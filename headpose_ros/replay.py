@@ -25,6 +25,7 @@ from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
+from headpose_ros.dds_profile import use_large_image_profile
 from headpose_ros.messages import message_class
 
 __all__ = ["main", "replay"]
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     remap = dict(item.split(":=", 1) for item in args.remap)
+    print(use_large_image_profile())  # the images are published from this process
     rclpy.init()
     try:
         counts = replay(args.bag, args.topics, args.rate, args.lockstep, remap=remap)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from headpose_ros.dds_profile import use_large_image_profile
+
 # Model fixtures (model_dir: shipped or tiny synthetic model; trained_model_dir) for every test.
 pytest_plugins = ["model_factory"]
 
@@ -31,15 +33,18 @@ def pytest_configure(config: pytest.Config) -> None:
     domain = os.environ.get("HEADPOSE_TEST_DOMAIN_ID") or str(1 + os.getpid() % _DOMAIN_RANGE)
     os.environ["ROS_DOMAIN_ID"] = domain
     config.stash[_domain_key] = domain
+    # Test peers publish images too: the same shared-memory profile as the node's processes.
+    config.stash[_profile_key] = use_large_image_profile()
 
 
 _domain_key = pytest.StashKey[str]()
+_profile_key = pytest.StashKey[str]()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
     return (
         f"DDS: ROS_DOMAIN_ID={config.stash[_domain_key]}, "
-        "ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; "
+        f"ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; {config.stash[_profile_key]}; "
         f"shared data: {SHARED_DIR if SHARED_DIR.is_dir() else 'absent (tests needing it skip)'}"
     )
 

@@ -15,11 +15,18 @@ from pathlib import Path
 
 from headpose_ros.core.model_paths import PACKAGE_NAME, share_dir_candidates
 
-__all__ = ["PROFILE_FILE_NAME", "large_image_profile", "use_large_image_profile"]
+__all__ = [
+    "PROFILE_FILE_NAME",
+    "PROFILE_VARIABLE",
+    "large_image_profile",
+    "use_large_image_profile",
+]
 
 PROFILE_FILE_NAME = "fastdds_large_images.xml"
-#: Fast DDS 3 reads the first; the second is the name Fast DDS 2 (ROS 2 Humble) reads.
-_PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+#: The deprecated name of the same setting (rmw_fastrtps warns when it is used): a user who
+#: still sets it has chosen a profile too.
+_LEGACY_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
 def large_image_profile() -> Path | None:
@@ -39,12 +46,11 @@ def use_large_image_profile(environ: MutableMapping[str, str] = os.environ) -> s
     rmw = environ.get("RMW_IMPLEMENTATION", "") or "rmw_fastrtps_cpp"
     if rmw != "rmw_fastrtps_cpp":
         return f"DDS profile: not applied ({rmw} is not Fast DDS)"
-    for variable in _PROFILE_VARIABLES:
+    for variable in (PROFILE_VARIABLE, _LEGACY_VARIABLE):
         if variable in environ:
             return f"DDS profile: {variable}={environ[variable]!r} kept (set by the user)"
     profile = large_image_profile()
     if profile is None:
         return f"DDS profile: {PROFILE_FILE_NAME} not found; Fast DDS defaults in use"
-    for variable in _PROFILE_VARIABLES:
-        environ[variable] = str(profile)
+    environ[PROFILE_VARIABLE] = str(profile)
     return f"DDS profile: {profile} (shared-memory segments sized for images)"

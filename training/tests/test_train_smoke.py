@@ -34,6 +34,16 @@ def test_training_resumes_from_the_last_checkpoint(tiny_run, tiny_config, tiny_3
     assert after["state"]["history"][:2] == before["state"]["history"]
 
 
+def test_a_fresh_run_repeats_the_same_weights(tiny_run, tiny_config, tiny_300w, tmp_path):
+    again = train(tiny_config, tmp_path / "run", tiny_300w, tmp_path / "cache")
+    first = torch.load(tiny_run, weights_only=False)
+    second = torch.load(again, weights_only=False)
+    assert first["model"].keys() == second["model"].keys()
+    for name, tensor in first["model"].items():
+        assert torch.equal(tensor, second["model"][name]), name
+    assert first["split"] == second["split"]
+
+
 def test_shipped_configs_load():
     for name in ("compact", "paper"):
         config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")

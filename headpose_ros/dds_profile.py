@@ -13,7 +13,7 @@ import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from headpose_ros.core.model_paths import PACKAGE_NAME, share_dir_candidates
+from headpose_ros.core.model_paths import package_folder_candidates
 
 __all__ = [
     "PROFILE_FILE_NAME",
@@ -31,9 +31,7 @@ _LEGACY_VARIABLE = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 def large_image_profile() -> Path | None:
     """Find the installed profile (package share), else the source tree's; ``None`` if neither."""
-    source_tree = Path(__file__).resolve().parents[1] / "config"
-    folders = [share / "config" for share in share_dir_candidates(PACKAGE_NAME)] + [source_tree]
-    candidates = [folder / PROFILE_FILE_NAME for folder in folders]
+    candidates = [folder / PROFILE_FILE_NAME for folder in package_folder_candidates("config")]
     return next((path for path in candidates if path.is_file()), None)
 
 

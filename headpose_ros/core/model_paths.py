@@ -17,6 +17,7 @@ __all__ = [
     "MANIFEST_NAME",
     "PACKAGE_NAME",
     "default_model_dir",
+    "package_folder_candidates",
     "resolve_model_dir",
     "share_dir_candidates",
 ]
@@ -42,9 +43,10 @@ def share_dir_candidates(package: str) -> list[Path]:
     return found
 
 
-def _candidates() -> list[Path]:
-    source_tree = Path(__file__).resolve().parents[2] / "models"
-    return [folder / "models" for folder in share_dir_candidates(PACKAGE_NAME)] + [source_tree]
+def package_folder_candidates(folder: str) -> list[Path]:
+    """Where the package's ``folder`` (models, config) may be: installed shares, then source."""
+    source_tree = Path(__file__).resolve().parents[2] / folder
+    return [share / folder for share in share_dir_candidates(PACKAGE_NAME)] + [source_tree]
 
 
 def default_model_dir() -> Path:
@@ -53,7 +55,7 @@ def default_model_dir() -> Path:
     Returning a path even when nothing is there lets the loader raise its usual error naming
     the missing manifest, instead of a second, vaguer message here.
     """
-    candidates = _candidates()
+    candidates = package_folder_candidates("models")
     for folder in candidates:
         if (folder / MANIFEST_NAME).is_file():
             return folder

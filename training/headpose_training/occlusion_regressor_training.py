@@ -373,8 +373,9 @@ def nme_interocular(predicted: np.ndarray, targets: np.ndarray) -> np.ndarray:
     )
 
 
-#: 300-W folders the OR is fitted on, in the order the MNN training concatenates them, so that
-#: :func:`headpose_training.data.split_train_val` gives the same validation faces.
+#: Default 300-W training folders (the shipped config's ``train_splits``), in the order the MNN
+#: training concatenates them, so that :func:`headpose_training.data.split_train_val` gives the
+#: same validation faces; ``headpose-train`` passes its config's own list.
 TRAINING_FOLDERS = ("helen_train", "afw")
 TEST_FOLDER = "helen_test"
 
@@ -443,15 +444,15 @@ def _faces(
 
 
 def _training_faces(
-    data_root: Path, val_fraction: float, split_seed: int
+    data_root: Path, folders: Sequence[str], val_fraction: float, split_seed: int
 ) -> dict[str, tuple[Iterator[FaceSample], int]]:
-    """Train and validation faces of helen_train + afw, split as the MNN training splits them."""
-    counts = [len(list((data_root / folder).glob("*.pts"))) for folder in TRAINING_FOLDERS]
+    """Train and validation faces of ``folders``, split as the MNN training splits them."""
+    counts = [len(list((data_root / folder).glob("*.pts"))) for folder in folders]
     train, val = split_train_val(sum(counts), val_fraction, split_seed)
     parts: dict[str, tuple[Iterator[FaceSample], int]] = {}
     for name, indices in (("train", train), ("val", val)):
         iterators, total, offset = [], 0, 0
-        for folder, count in zip(TRAINING_FOLDERS, counts, strict=True):
+        for folder, count in zip(folders, counts, strict=True):
             local = indices[(indices >= offset) & (indices < offset + count)] - offset
             faces, n = _faces(data_root, folder, local)
             iterators.append(faces)
@@ -607,13 +608,15 @@ def fit_for_model(
     config: OrFitConfig,
     val_fraction: float = 0.1,
     split_seed: int = 0,
+    train_folders: Sequence[str] = TRAINING_FOLDERS,
     evaluate_test: bool = False,
     register: bool = False,
 ) -> dict:
     """Fit the OR on the exported MNN in ``model_dir``; save ``or.npz`` there and report.
 
-    The validation faces are the MNN training's own (same ``val_fraction`` and ``split_seed``),
-    so choosing the number of stages never looks at a face the MNN was not tuned on either.
+    The validation faces are the MNN training's own (same ``train_folders``, ``val_fraction``
+    and ``split_seed``), so choosing the number of stages never looks at a face the MNN was not
+    tuned on either.
     ``register`` lists the artefact and its numbers in the folder's manifest, which a new
     artefact's hash requires before the model can be loaded again.
     """
@@ -623,7 +626,7 @@ def fit_for_model(
     output = model_dir / "or.npz"
     report_dir.mkdir(parents=True, exist_ok=True)
 
-    parts = _training_faces(data_root, val_fraction, split_seed)
+    parts = _training_faces(data_root, train_folders, val_fraction, split_seed)
     train = collect_mnn_outputs(
         runner, *parts["train"], config.crop_variants, config.seed, desc="MNN on train crops"
     )
@@ -677,8 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config,
         args.val_fraction,
         args.split_seed,
-        args.evaluate_test,
-        args.register,
+        evaluate_test=args.evaluate_test,
+        register=args.register,
     )
     print(json.dumps(report, indent=2))
     return 0

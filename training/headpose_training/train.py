@@ -506,6 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             config.occlusion_regressor,
             config.val_fraction,
             config.seed,
+            config.train_splits,
             register=True,
         )
     evaluate_export(

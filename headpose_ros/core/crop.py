@@ -122,11 +122,14 @@ def apply_affine(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return points @ affine[:, :2].T + affine[:, 2]
 
 
-def crop_image(image_bgr: np.ndarray, affine: np.ndarray, out_size: int) -> np.ndarray:
+def crop_image(
+    image_bgr: np.ndarray, affine: np.ndarray, out_size: int, border_mode: int = cv2.BORDER_CONSTANT
+) -> np.ndarray:
     """Warp the crop out of the image; parts outside the image are black.
 
-    Black padding (not border replication) is what the model is trained with when a face is
-    cut by the image border, so it must be what it sees at inference too.
+    Black padding is what inference does when a face is cut by the image border, and what
+    training does with whole photographs. Training passes ``cv2.BORDER_REPLICATE`` only for
+    tight face crops (AFLW) whose border is not a real image border.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(
@@ -137,7 +140,7 @@ def crop_image(image_bgr: np.ndarray, affine: np.ndarray, out_size: int) -> np.n
         affine,
         (out_size, out_size),
         flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
+        borderMode=border_mode,
         borderValue=(0, 0, 0),
     )
 

@@ -1,61 +1,37 @@
-"""Face data: loaders for the public landmark/pose sets, the mean 3D face and pose labels.
+"""Face data: loaders for the public landmark/pose sets in their published formats.
 
 Every loader yields :class:`FaceSample` with landmarks in 0-based image pixels (pixel centres
 on integers, OpenCV's convention), a per-landmark annotation mask (the ``w~`` of the paper's
-losses), visibility where the set annotates it, and head pose where the set has it. Only the
-300-W ``.pts`` loader has been checked against real files here; the others are checked against
-fixtures written in the published formats (see the README).
-
-The training images are decoded once and cached as face-centred patches (made with the same
-crop code the robot uses, :mod:`headpose_ros.core.crop`) so an epoch costs only augmentation and
-the network.
+losses), visibility where the set annotates it, and head pose where the set has it. The 300-W
+``.pts`` loader is checked against the real files; AFLW's crops have their own module
+(:mod:`headpose_training.aflw`); the others are checked against fixtures written in the
+published formats (see the README). Training faces are assembled from these by
+:mod:`headpose_training.faces`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import scipy.io
-from tqdm import tqdm
 
-from headpose_ros.core.crop import (
-    SquareBox,
-    apply_affine,
-    crop_affine,
-    crop_image,
-    square_box_from_landmarks,
-)
-from headpose_ros.core.geometry import crop_camera_matrix, rotation_translation_to_pose6
 from headpose_ros.core.landmarks import IBUG68
 
 __all__ = [
-    "BIOCULAR_BREADTH_MM",
     "WFLW98_TO_IBUG68",
     "FaceSample",
-    "PatchSet",
-    "build_patch_set",
-    "estimate_mean_face",
     "iter_300w",
     "load_300w_pts",
     "load_aflw2000_mat",
     "load_biwi_frame",
     "load_cofw_mat",
     "load_wflw_annotations",
-    "pose_from_landmarks",
-    "split_train_val",
 ]
-
-#: Outer-eye-corner (ex-ex, "biocular breadth") distance of the mean adult face, in mm. Farkas,
-#: "Anthropometry of the Head and Face" (1994), reports ex-ex of about 91 mm for North American
-#: men and 87 mm for women; we use their mean, 89 mm, to give the factorised face its scale.
-BIOCULAR_BREADTH_MM = 89.0
 
 #: Indices of the 68 iBUG points in WFLW's 98-point layout (every other jaw point, the upper
 #: brow contour, all nose points, six of the eight eye points per eye, the whole mouth).
@@ -230,215 +206,3 @@ def load_biwi_frame(rgb_path: Path | str) -> FaceSample:
         rotation=rows[:9].reshape(3, 3),
         translation_mm=rows[9:],
     )
-
-
-def estimate_mean_face(shapes: np.ndarray, biocular_mm: float = BIOCULAR_BREADTH_MM) -> np.ndarray:
-    """Estimate a 68x3 mean face in the head frame (mm) by rigid factorisation of 2D shapes.
-
-    Tomasi-Kanade: the centred 2F x 68 measurement matrix of F faces seen under scaled
-    orthography has rank 3; its SVD gives motion and shape up to an affine ambiguity, fixed by
-    asking every camera's two rows to be orthogonal and of equal norm (metric upgrade). The
-    result is made left/right symmetric with the landmark flip permutation (so that yaw 0 means
-    facing the camera and mirrored faces get exactly negated yaw), placed in the head frame of
-    :mod:`headpose_ros.core.geometry` (origin between the eyes, x forward, y to the subject's
-    left, z up) and scaled so that the outer eye corners are ``biocular_mm`` apart.
-    """
-    shapes = np.asarray(shapes, dtype=np.float64)
-    centred = shapes - shapes.mean(axis=1, keepdims=True)
-    # Normalise each face's size so large photos do not dominate the factorisation.
-    centred /= np.sqrt((centred**2).sum(axis=(1, 2), keepdims=True))
-    measurements = centred.transpose(0, 2, 1).reshape(-1, shapes.shape[1])
-    u, s, vt = np.linalg.svd(measurements, full_matrices=False)
-    motion, shape = u[:, :3] * np.sqrt(s[:3]), np.sqrt(s[:3])[:, None] * vt[:3]
-    q_sym = _metric_upgrade(motion.reshape(-1, 2, 3))
-    eigval, eigvec = np.linalg.eigh(q_sym)
-    q = eigvec * np.sqrt(np.clip(eigval, 1e-12, None))
-    points = (np.linalg.inv(q) @ shape).T
-    return _to_head_frame(points, biocular_mm)
-
-
-def _metric_upgrade(cameras: np.ndarray) -> np.ndarray:
-    """Symmetric Q Q^T making every 2x3 camera's rows orthogonal, of equal norm (least squares)."""
-
-    def coefficients(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Linear coefficients of a^T L b in the six unknowns of symmetric L."""
-        return np.stack(
-            [
-                a[:, 0] * b[:, 0],
-                a[:, 0] * b[:, 1] + a[:, 1] * b[:, 0],
-                a[:, 0] * b[:, 2] + a[:, 2] * b[:, 0],
-                a[:, 1] * b[:, 1],
-                a[:, 1] * b[:, 2] + a[:, 2] * b[:, 1],
-                a[:, 2] * b[:, 2],
-            ],
-            axis=1,
-        )
-
-    rows_i, rows_j = cameras[:, 0], cameras[:, 1]
-    system = np.concatenate(
-        [coefficients(rows_i, rows_j), coefficients(rows_i, rows_i) - coefficients(rows_j, rows_j)]
-    )
-    # Fix the scale with a mean squared row norm of one.
-    scale_row = coefficients(rows_i, rows_i).mean(axis=0, keepdims=True)
-    system = np.concatenate([system, scale_row * len(cameras)])
-    rhs = np.zeros(len(system))
-    rhs[-1] = len(cameras)
-    l_vec = np.linalg.lstsq(system, rhs, rcond=None)[0]
-    a, b, c, d, e, f = l_vec
-    return np.array([[a, b, c], [b, d, e], [c, e, f]])
-
-
-def _to_head_frame(points: np.ndarray, biocular_mm: float) -> np.ndarray:
-    """Rotate, mirror-fix, symmetrise and scale factorised points into the head frame."""
-    scheme = IBUG68
-    right_eye = points[list(scheme.right_eye)].mean(axis=0)
-    left_eye = points[list(scheme.left_eye)].mean(axis=0)
-    origin = (right_eye + left_eye) / 2.0
-    y_axis = left_eye - right_eye
-    y_axis /= np.linalg.norm(y_axis)
-    up = origin - points[[48, 54, 57]].mean(axis=0)  # mouth to eyes
-    z_axis = up - (up @ y_axis) * y_axis
-    z_axis /= np.linalg.norm(z_axis)
-    x_axis = np.cross(y_axis, z_axis)
-    local = (points - origin) @ np.stack([x_axis, y_axis, z_axis]).T
-    # Factorisation cannot tell a face from its depth-mirror: the nose tip must point forward.
-    if local[30, 0] < local[list(scheme.right_eye) + list(scheme.left_eye), 0].mean():
-        local[:, 0] *= -1.0
-    mirrored = local[list(scheme.flip_permutation)] * np.array([1.0, -1.0, 1.0])
-    symmetric = (local + mirrored) / 2.0
-    symmetric[:, 1] -= symmetric[:, 1].mean()
-    width = np.linalg.norm(
-        symmetric[scheme.right_outer_eye_corner] - symmetric[scheme.left_outer_eye_corner]
-    )
-    return symmetric * (biocular_mm / width)
-
-
-def pose_from_landmarks(
-    points: np.ndarray, mean_face_m: np.ndarray, crop_size: float
-) -> np.ndarray:
-    """Pose label (yaw, pitch, roll deg, tx, ty, tz m) by PnP of landmarks in crop pixels.
-
-    This is the paper's POSIT labelling done with OpenCV's PnP against the mean face and the
-    crop camera of paper-notes.md. SQPnP finds the global minimum (no initial guess to go
-    wrong on profile faces); a Levenberg-Marquardt refinement then polishes it.
-    """
-    valid = np.all(np.isfinite(points), axis=1)
-    object_points = np.ascontiguousarray(mean_face_m[valid], dtype=np.float64)
-    image_points = np.ascontiguousarray(points[valid], dtype=np.float64)
-    camera = crop_camera_matrix(crop_size)
-    ok, rvec, tvec = cv2.solvePnP(
-        object_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP
-    )
-    if not ok:
-        raise ValueError("PnP failed for this landmark set")
-    rvec, tvec = cv2.solvePnPRefineLM(object_points, image_points, camera, None, rvec, tvec)
-    rotation, _ = cv2.Rodrigues(rvec)
-    return rotation_translation_to_pose6(rotation, tvec.ravel())
-
-
-@dataclass
-class PatchSet:
-    """Decoded faces as square patches centred on the paper's crop box, ready for augmentation.
-
-    ``patches`` is (N, P, P, 3) uint8 BGR; the crop box of face ``i`` is centred on the patch
-    with side ``box_side`` pixels, and ``landmarks`` (N, L, 2) are in patch pixels. Keeping
-    ``context`` times the box around it leaves room for rotation, scaling and translation.
-    """
-
-    names: list[str]
-    patches: np.ndarray
-    landmarks: np.ndarray
-    mask: np.ndarray
-    box_side: float
-
-    @property
-    def box(self) -> SquareBox:
-        """The crop box, identical for every patch."""
-        centre = self.patches.shape[1] / 2.0
-        return SquareBox(centre, centre, self.box_side)
-
-    def subset(self, indices: Sequence[int]) -> PatchSet:
-        """Select the faces at ``indices``."""
-        idx = np.asarray(indices)
-        return PatchSet(
-            [self.names[i] for i in idx],
-            self.patches[idx],
-            self.landmarks[idx],
-            self.mask[idx],
-            self.box_side,
-        )
-
-
-def build_patch_set(
-    folders: Sequence[Path],
-    input_size: int,
-    cache_dir: Path | None = None,
-    context: float = 1.75,
-    resolution: float = 1.5,
-) -> PatchSet:
-    """Decode 300-W folders into a :class:`PatchSet`, cached as an npz file in ``cache_dir``.
-
-    A patch covers ``context`` times the landmark crop box at ``resolution`` times the network
-    input's pixels per box side, so augmentation (rotation up to 45 degrees, 15% zoom, 5% shift)
-    never reads outside it and never upsamples. The cache file is named after a hash of the
-    folder list and sizes, so different data never share (or overwrite) a cache.
-    """
-    box_side = resolution * input_size
-    patch_size = int(round(context * box_side))
-    key = json.dumps(
-        {
-            "folders": [str(f) for f in folders],
-            "input": input_size,
-            "context": context,
-            "resolution": resolution,
-        }
-    )
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = (
-            cache_dir / f"patches_{input_size}_{hashlib.sha1(key.encode()).hexdigest()[:10]}.npz"
-        )
-    if cache_file is not None and cache_file.is_file():
-        cached = np.load(cache_file, allow_pickle=False)
-        if str(cached["key"]) == key:
-            return PatchSet(
-                list(cached["names"]),
-                cached["patches"],
-                cached["landmarks"],
-                cached["mask"],
-                box_side,
-            )
-    paths = [p for folder in folders for p in sorted(Path(folder).glob("*.pts"))]
-    names, patches, landmarks, masks = [], [], [], []
-    for sample in tqdm(
-        (s for folder in folders for s in iter_300w(folder)),
-        total=len(paths),
-        desc="decoding faces",
-        unit="face",
-    ):
-        box = square_box_from_landmarks(sample.landmarks)
-        wide = SquareBox(box.cx, box.cy, box.side * context)
-        affine = crop_affine(wide, patch_size)
-        names.append(sample.name)
-        patches.append(crop_image(sample.image, affine, patch_size))
-        landmarks.append(apply_affine(sample.landmarks, affine))
-        masks.append(sample.mask)
-    result = PatchSet(names, np.stack(patches), np.stack(landmarks), np.stack(masks), box_side)
-    if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            cache_file,
-            key=key,
-            names=np.array(names),
-            patches=result.patches,
-            landmarks=result.landmarks,
-            mask=result.mask,
-        )
-    return result
-
-
-def split_train_val(count: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded shuffle of ``count`` indices into (train, validation), as the paper's 90/10 split."""
-    order = np.random.default_rng(seed).permutation(count)
-    n_val = int(round(count * val_fraction))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])

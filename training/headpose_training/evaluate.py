@@ -1,16 +1,26 @@
-"""``headpose-evaluate``: accuracy and speed of an exported model on held-out 300-W images.
+"""``headpose-evaluate``: accuracy and speed of an exported model against independent labels.
 
 The model runs through the stages of :class:`headpose_ros.core.pipeline.HeadPoseEstimator`, the
 code the ROS node runs (its crop rule, ONNX runner, heatmap decoding and, when the manifest lists
-one, its OR), fed with the ground-truth-landmark box of each face (the paper's protocol for sets
-without detector boxes), so what is measured is what ships.
+one, its OR), fed with each face's ground-truth box (the paper's protocol for sets without
+detector boxes), so what is measured is what ships. The product path with the node's own
+detector is measured by ``headpose_run`` on the same images.
 
-Reported (all from :mod:`headpose_ros.core.metrics`): NME normalised by inter-ocular distance,
-inter-pupil distance and box height, with and without the OR; failure rate and AUC at 8% NME_io;
-head-pose MAE per angle, overall and by |yaw| bin, against the PnP labels of the ground-truth
-landmarks; occlusion recall at 80% precision on the same images with one synthetic occluder
-each (seeded); median single-face latency of the MNN, the encoder and the OR. Outputs: a
-per-image CSV, cumulative-error PNGs and ``metrics.json``.
+Reported (all from :mod:`headpose_ros.core.metrics`):
+
+* **helen_test** (held out, never used to choose anything): NME by inter-ocular distance,
+  inter-pupil distance and box height, with and without the OR; failure rate and AUC at 8%
+  NME_io; head-pose MAE against PnP labels of the annotated landmarks (near-frontal faces; a
+  consistency figure, not an independent one); occlusion recall at 80% precision with one
+  synthetic occluder per image.
+* **AFLW validation split** (held out from training by photograph): yaw MAE against AFLW's own
+  labels overall and per |yaw| bin, with the slope of predicted against labelled yaw in each
+  bin; pitch and roll against the PnP labels made with AFLW's yaw fixed; NME of the points
+  AFLW has, by face box height; recall at 80% precision of AFLW's real "not visible" labels
+  (self-occlusion, hair, hands), and the threshold on the visibility output that reaches it.
+* Median single-face latency of the MNN, the encoder and the OR (onnxruntime, 2 threads).
+
+Outputs: ``metrics.json``, per-face CSVs and plots (cumulative errors, yaw scatter).
 """
 
 from __future__ import annotations
@@ -20,17 +30,19 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 from tqdm import tqdm
 
 from headpose_ros.core.config import EstimatorConfig
 from headpose_ros.core.crop import (
+    SquareBox,
     apply_affine,
     crop_affine,
     crop_image,
@@ -41,6 +53,7 @@ from headpose_ros.core.crop import (
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.manifest import load_manifest
 from headpose_ros.core.metrics import (
+    YAW_BINS,
     auc_and_failure_rate,
     cumulative_error_curve,
     landmark_normaliser,
@@ -51,25 +64,31 @@ from headpose_ros.core.metrics import (
 from headpose_ros.core.occlusion_regressor import OcclusionRegressor
 from headpose_ros.core.pipeline import HeadPoseEstimator
 from headpose_training.augment import AugmentConfig, inside_crop, paint_occluder
-from headpose_training.data import FaceSample, iter_300w, pose_from_landmarks
+from headpose_training.checkpoint import load_checkpoint
+from headpose_training.config import DEFAULT_DATA
+from headpose_training.data import iter_300w
+from headpose_training.faces import FaceSet, label_poses, load_aflw_faces
+from headpose_training.pose_labels import pose_from_landmarks
 
-__all__ = ["Predictions", "evaluate_export", "json_safe", "main", "measure_latency"]
+__all__ = ["Predictions", "evaluate_export", "json_safe", "main", "measure_latency", "yaw_report"]
 
 FAILURE_THRESHOLD = 0.08
+#: Precision at which visibility is scored (the paper's COFW protocol).
+VISIBILITY_PRECISION = 0.8
 
 
 @dataclass
 class Predictions:
-    """Per-face outputs of one pass over the test set (NaN where a face gave no result)."""
+    """Per-face outputs of one pass (NaN where a face gave no result), in image pixels."""
 
-    landmarks: np.ndarray  # (N, 68, 2) image pixels
+    landmarks: np.ndarray  # (N, 68, 2)
     angles_deg: np.ndarray  # (N, 3) yaw, pitch, roll
     visibility: np.ndarray  # (N, 68)
     missing: int
 
 
 def _estimator(manifest_path: Path, use_or: bool) -> HeadPoseEstimator:
-    """Build the node's estimator on the CPU, with or without the OR."""
+    """Build the node's estimator on the CPU, with or without the OR, fed boxes from outside."""
     config = EstimatorConfig()
     config.detector = replace(config.detector, backend="external")
     config.inference = replace(
@@ -79,30 +98,37 @@ def _estimator(manifest_path: Path, use_or: bool) -> HeadPoseEstimator:
 
 
 def run_estimator(
-    estimator: HeadPoseEstimator, samples: list[FaceSample], images: list[np.ndarray], desc: str
+    estimator: HeadPoseEstimator,
+    images: Sequence[np.ndarray],
+    boxes: Sequence[SquareBox],
+    desc: str,
+    border_mode: int = cv2.BORDER_CONSTANT,
 ) -> Predictions:
     """Every face through the estimator's own stages: crop rule, ONNX runner, decoding, OR.
 
     Still images have no track history, so the frame-to-frame tracker is bypassed: it would
     (rightly, on video) withhold a face whose landmarks jump in size, and an evaluation must
-    score every face instead of dropping the hard ones.
+    score every face instead of dropping the hard ones. ``border_mode`` completes crops that
+    reach past the image: black as on the robot, replicated for tight face crops (AFLW) whose
+    edge is not the photograph's.
     """
     manifest = estimator.manifest
     size = manifest.input_size
-    count = len(samples)
+    count = len(images)
+    points = manifest.scheme.num_points
     result = Predictions(
-        np.full((count, 68, 2), np.nan),
+        np.full((count, points, 2), np.nan),
         np.full((count, 3), np.nan),
-        np.full((count, 68), np.nan),
+        np.full((count, points), np.nan),
         0,
     )
-    for index, (sample, image) in enumerate(
-        tqdm(list(zip(samples, images, strict=True)), desc=desc, unit="face")
+    for index, (image, box) in enumerate(
+        tqdm(list(zip(images, boxes, strict=True)), desc=desc, unit="face", mininterval=10)
     ):
-        affine = crop_affine(
-            square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size
+        affine = crop_affine(box, size)
+        batch = to_network_input(
+            crop_image(image, affine, size, border_mode)[None], manifest.normalisation
         )
-        batch = to_network_input(crop_image(image, affine, size)[None], manifest.normalisation)
         outputs = estimator.runner.run(batch)
         landmarks, _ = decode_heatmaps(outputs.heatmaps, float(size))
         if estimator.regressor is not None:
@@ -160,6 +186,33 @@ def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -
     return latency
 
 
+def yaw_report(predicted_deg: np.ndarray, labelled_deg: np.ndarray) -> dict[str, Any]:
+    """Yaw MAE and the slope of predicted against labelled yaw, overall and per |yaw| bin.
+
+    A slope under 1 inside a bin is the "compressed angles" failure: the model reports a
+    65-degree turn as 27 degrees. The bins are :data:`~headpose_ros.core.metrics.YAW_BINS`;
+    faces labelled beyond 90 degrees count only in the overall figures.
+    """
+    predicted, labelled = np.asarray(predicted_deg, float), np.asarray(labelled_deg, float)
+    finite = np.isfinite(predicted) & np.isfinite(labelled)
+    predicted, labelled = predicted[finite], labelled[finite]
+    error = np.abs((predicted - labelled + 180.0) % 360.0 - 180.0)
+
+    def summary(selected: np.ndarray) -> dict[str, float]:
+        if selected.sum() < 3:
+            return {"count": int(selected.sum()), "mae": float("nan"), "slope": float("nan")}
+        slope = float(np.polyfit(labelled[selected], predicted[selected], 1)[0])
+        return {"count": int(selected.sum()), "mae": float(error[selected].mean()), "slope": slope}
+
+    bins = {}
+    for index, (low, high) in enumerate(YAW_BINS):
+        last = index == len(YAW_BINS) - 1
+        magnitude = np.abs(labelled)
+        selected = (magnitude >= low) & ((magnitude <= high) if last else (magnitude < high))
+        bins[f"[{low:g},{high:g}{']' if last else ')'}"] = summary(selected)
+    return {"overall": summary(np.ones(len(labelled), bool)), "by_abs_yaw": bins}
+
+
 def _plot_curves(curves: dict[str, np.ndarray], max_error: float, xlabel: str, path: Path) -> None:
     """Cumulative error distribution curves, one line per method."""
     import matplotlib
@@ -176,6 +229,29 @@ def _plot_curves(curves: dict[str, np.ndarray], max_error: float, xlabel: str, p
     axis.set_ylim(0, 100)
     axis.grid(alpha=0.3)
     axis.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_yaw(predicted: np.ndarray, labelled: np.ndarray, path: Path) -> None:
+    """Predicted against labelled yaw on the AFLW validation faces, with the identity line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(5, 5))
+    axis.scatter(labelled, predicted, s=3, alpha=0.4)
+    axis.plot([-100, 100], [-100, 100], "k--", linewidth=1)
+    axis.set(
+        xlabel="AFLW yaw label (deg)",
+        ylabel="predicted yaw (deg)",
+        title="AFLW validation split",
+        xlim=(-100, 100),
+        ylim=(-100, 100),
+    )
+    axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -201,63 +277,47 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def evaluate_export(
-    manifest_path: Path,
-    test_dir: Path,
-    out_dir: Path,
-    record_in_manifest: bool = False,
-    seed: int = 0,
+def _helen_test(
+    manifest_path: Path, test_dir: Path, out_dir: Path, seed: int
 ) -> dict[str, Any]:
-    """Evaluate the model of ``manifest_path`` on the 300-W folder ``test_dir``.
-
-    Writes ``per_image.csv``, ``ced_nme.png``, ``ced_pose.png`` and ``metrics.json`` to
-    ``out_dir`` and returns the metrics; ``record_in_manifest`` also stores them in the
-    manifest's training notes (file hashes are unaffected).
-    """
-    manifest_path = Path(manifest_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Landmarks, PnP-label pose and synthetic-occluder visibility on the 300-W test folder."""
     manifest, files = load_manifest(manifest_path)
     samples = list(iter_300w(test_dir))
     gt = np.stack([s.landmarks for s in samples])
     size = manifest.input_size
-    labels = []
-    for sample in samples:
-        affine = crop_affine(
-            square_box_from_landmarks(sample.landmarks, manifest.crop_margin), size
-        )
-        labels.append(
+    boxes = [square_box_from_landmarks(s.landmarks, manifest.crop_margin) for s in samples]
+    labels_deg = np.stack(
+        [
             pose_from_landmarks(
-                apply_affine(sample.landmarks, affine), manifest.mean_face_m, size
+                apply_affine(s.landmarks, crop_affine(box, size)), manifest.mean_face_m, size
             )[:3]
-        )
-    labels_deg = np.stack(labels)
-
+            for s, box in zip(samples, boxes, strict=True)
+        ]
+    )
     images = [s.image for s in samples]
-    passes = {
-        "mnn": run_estimator(_estimator(manifest_path, use_or=False), samples, images, "MNN")
-    }
+    passes = {"mnn": run_estimator(_estimator(manifest_path, False), images, boxes, "MNN")}
     if "or" in files:
         passes["mnn+or"] = run_estimator(
-            _estimator(manifest_path, use_or=True), samples, images, "MNN+OR"
+            _estimator(manifest_path, True), images, boxes, "MNN+OR"
         )
 
     rng = np.random.default_rng(seed)
     occluded_images, occluded_truth = [], []
-    for sample in samples:
+    for sample, box in zip(samples, boxes, strict=True):
         image = sample.image.copy()
-        side = square_box_from_landmarks(sample.landmarks, manifest.crop_margin).side
-        visible = paint_occluder(image, sample.landmarks, side, AugmentConfig().occluder_size, rng)
+        visible = paint_occluder(
+            image, sample.landmarks, box.side, AugmentConfig().occluder_size, rng
+        )
         occluded_images.append(image)
         occluded_truth.append(visible)
     occluded = run_estimator(
-        _estimator(manifest_path, use_or=False), samples, occluded_images, "MNN, occluded"
+        _estimator(manifest_path, False), occluded_images, boxes, "MNN, occluded"
     )
 
     normalisers = {
         kind: landmark_normaliser(gt, kind) for kind in ("interocular", "interpupil", "box_height")
     }
     metrics: dict[str, Any] = {
-        "test_set": str(test_dir.name),
         "faces": len(samples),
         "boxes": "ground-truth landmark box",
     }
@@ -272,84 +332,152 @@ def evaluate_export(
         metrics[f"nme_{name}"]["faces_without_result"] = result.missing
     finite = np.all(np.isfinite(passes["mnn"].angles_deg), axis=1)
     pose = pose_errors(passes["mnn"].angles_deg[finite], labels_deg[finite])
-    metrics["pose_mae_deg"] = {"overall": pose.mae, "by_abs_yaw": pose.by_yaw_bin()}
+    metrics["pose_mae_deg_vs_pnp_labels"] = {"overall": pose.mae, "by_abs_yaw": pose.by_yaw_bin()}
 
-    truth = np.stack(occluded_truth)
     in_crop = np.stack(
         [
-            inside_crop(
-                apply_affine(
-                    s.landmarks,
-                    crop_affine(
-                        square_box_from_landmarks(s.landmarks, manifest.crop_margin), size
-                    ),
-                ),
-                size,
-            )
-            for s in samples
+            inside_crop(apply_affine(s.landmarks, crop_affine(box, size)), size)
+            for s, box in zip(samples, boxes, strict=True)
         ]
     )
+    truth = np.stack(occluded_truth)
     usable = in_crop & np.isfinite(occluded.visibility)
     recall, threshold = recall_at_precision(
-        1.0 - occluded.visibility[usable], truth[usable] == 0, 0.8
+        1.0 - occluded.visibility[usable], truth[usable] == 0, VISIBILITY_PRECISION
     )
-    metrics["visibility"] = {
+    metrics["visibility_synthetic_occluders"] = {
         "occlusion_recall_at_80pct_precision": recall,
         "threshold_on_1_minus_visibility": threshold,
         "occluded_landmarks": int((truth[usable] == 0).sum()),
         "landmarks": int(usable.sum()),
     }
-    metrics["latency_ms"] = measure_latency(manifest_path)
-
-    with open(out_dir / "per_image.csv", "w", newline="") as stream:
+    with open(out_dir / "helen_test_per_face.csv", "w", newline="") as stream:
         writer = csv.writer(stream)
-        header = ["image", "yaw_gt", "pitch_gt", "roll_gt", "yaw_pred", "pitch_pred", "roll_pred"]
-        header += [f"nme_io_{name}" for name in passes] + ["nme_ip_mnn", "nme_box_mnn"]
-        writer.writerow(header)
-        nme_ip = nme_per_face(passes["mnn"].landmarks, gt, None, normalisers["interpupil"])
-        nme_box = nme_per_face(passes["mnn"].landmarks, gt, None, normalisers["box_height"])
+        writer.writerow(
+            ["image", "yaw_pnp", "pitch_pnp", "roll_pnp", "yaw", "pitch", "roll"]
+            + [f"nme_io_{name}" for name in passes]
+        )
         for index, sample in enumerate(samples):
             row = [sample.name, *labels_deg[index], *passes["mnn"].angles_deg[index]]
-            row += [errors_io[name][index] for name in passes] + [nme_ip[index], nme_box[index]]
+            row += [errors_io[name][index] for name in passes]
             writer.writerow([f"{v:.5f}" if isinstance(v, float) else v for v in row])
     _plot_curves(
         {name.upper(): 100 * err for name, err in errors_io.items()},
         15.0,
-        "NME, % of inter-ocular distance",
-        out_dir / "ced_nme.png",
+        "NME, % of inter-ocular distance (helen_test)",
+        out_dir / "ced_nme_helen_test.png",
     )
-    abs_errors = pose.abs_errors
-    _plot_curves(
-        {
-            "yaw": abs_errors[:, 0],
-            "pitch": abs_errors[:, 1],
-            "roll": abs_errors[:, 2],
-            "mean": abs_errors.mean(axis=1),
+    return metrics
+
+
+def aflw_validation_faces(checkpoint_path: Path, data_root: Path) -> FaceSet:
+    """The AFLW faces the checkpoint held out, with pose labels from its own mean face."""
+    _, checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint.config
+    faces = load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None)
+    wanted = set(checkpoint.split["aflw"]["val"])
+    chosen = [i for i, name in enumerate(faces.names) if name in wanted]
+    return label_poses(faces.subset(chosen), checkpoint.mean_face_mm, config.model.input_size)
+
+
+def _aflw_validation(manifest_path: Path, faces: FaceSet, out_dir: Path) -> dict[str, Any]:
+    """Yaw against AFLW's labels, landmarks and real visibility on the held-out AFLW faces."""
+    manifest, files = load_manifest(manifest_path)
+    boxes = [faces.box(i) for i in range(len(faces))]
+    images = list(faces.images)
+    use_or = "or" in files
+    result = run_estimator(
+        _estimator(manifest_path, use_or),
+        images,
+        boxes,
+        "AFLW validation",
+        cv2.BORDER_REPLICATE,
+    )
+    labelled = faces.pose_mask > 0
+    yaw = yaw_report(result.angles_deg[labelled, 0], faces.yaw_label[labelled])
+    others = np.abs(
+        (result.angles_deg[labelled, 1:] - faces.poses[labelled, 1:3] + 180.0) % 360.0 - 180.0
+    )
+    face_size = faces.boxes[:, 2] / (1.0 + 2.0 * manifest.crop_margin)
+    nme = nme_per_face(result.landmarks, np.nan_to_num(faces.landmarks), faces.mask, face_size)
+    mapped = faces.visibility_mask > 0
+    usable = mapped & np.isfinite(result.visibility)
+    recall, threshold = recall_at_precision(
+        1.0 - result.visibility[usable], faces.visibility[usable] == 0, VISIBILITY_PRECISION
+    )
+    _plot_yaw(result.angles_deg[labelled, 0], faces.yaw_label[labelled], out_dir / "aflw_yaw.png")
+    with open(out_dir / "aflw_val_per_face.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["image", "yaw_label", "yaw", "pitch", "roll", "nme_box"])
+        for index, name in enumerate(faces.names):
+            row = [name, faces.yaw_label[index], *result.angles_deg[index], nme[index]]
+            writer.writerow([f"{v:.4f}" if isinstance(v, float) else v for v in row])
+    return {
+        "faces": len(faces),
+        "boxes": "AFLW points' box scaled to the 68-point crop rule",
+        "landmarks_from": "MNN+OR" if use_or else "MNN",
+        "yaw_vs_aflw_label": yaw,
+        "pitch_roll_mae_deg_vs_pnp_with_label_yaw": {
+            "pitch": float(np.nanmean(others[:, 0])),
+            "roll": float(np.nanmean(others[:, 1])),
         },
-        20.0,
-        "absolute angle error (deg)",
-        out_dir / "ced_pose.png",
-    )
+        "nme_box_pct_mapped_points": 100 * float(np.nanmean(nme)),
+        "visibility_real_self_occlusion": {
+            "occlusion_recall_at_80pct_precision": recall,
+            "threshold_on_1_minus_visibility": threshold,
+            "hidden_landmarks": int((faces.visibility[usable] == 0).sum()),
+            "landmarks": int(usable.sum()),
+        },
+    }
+
+
+def evaluate_export(
+    manifest_path: Path,
+    checkpoint_path: Path,
+    data_root: Path,
+    out_dir: Path,
+    record_in_manifest: bool = False,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Evaluate the model of ``manifest_path`` (trained as ``checkpoint_path`` says).
+
+    ``data_root`` holds the run's 300-W and AFLW folders. Writes CSVs, plots and
+    ``metrics.json`` to ``out_dir`` and returns the metrics; ``record_in_manifest`` also
+    stores them in the manifest's training notes (file hashes are unaffected).
+    """
+    manifest_path = Path(manifest_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _, checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint.config
+    metrics: dict[str, Any] = {
+        "helen_test": _helen_test(
+            manifest_path, data_root / config.data_300w / "helen_test", out_dir, seed
+        )
+    }
+    if "aflw" in checkpoint.split:
+        metrics["aflw_validation"] = _aflw_validation(
+            manifest_path, aflw_validation_faces(checkpoint_path, data_root), out_dir
+        )
+    metrics["latency_ms"] = measure_latency(manifest_path)
     metrics = json_safe(metrics)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     if record_in_manifest:
         from headpose_training.export import add_files_to_manifest
 
-        add_files_to_manifest(manifest_path, {}, {"metrics_helen_test": metrics})
+        add_files_to_manifest(manifest_path, {}, {"metrics": metrics})
     return metrics
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: evaluate an exported model folder on a 300-W test folder."""
-    from headpose_training.train import DEFAULT_DATA
-
+    """Command line: evaluate an exported model folder."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--manifest", type=Path, required=True, help="manifest.json of the exported model"
     )
     parser.add_argument(
-        "--test", type=Path, default=DEFAULT_DATA / "helen_test", help="300-W test folder"
+        "--checkpoint", type=Path, required=True, help="the run's last.pt (split, mean face)"
     )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root")
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for CSV, plots and metrics.json"
     )
@@ -357,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         "--record", action="store_true", help="also store the metrics in the manifest"
     )
     args = parser.parse_args(argv)
-    metrics = evaluate_export(args.manifest, args.test, args.out, args.record)
+    metrics = evaluate_export(args.manifest, args.checkpoint, args.data, args.out, args.record)
     print(json.dumps(metrics, indent=2))
     return 0
 

@@ -32,6 +32,8 @@ from headpose_ros.core.manifest import (
     load_manifest,
     sha256_of,
 )
+from headpose_ros.core.landmarks import IBUG68
+from headpose_training.checkpoint import load_checkpoint
 from headpose_training.model import MNN
 
 __all__ = [
@@ -47,9 +49,10 @@ __all__ = [
 
 LICENCE = (
     "Research and non-commercial use only. These weights were trained on the 300-W data set "
-    "(HELEN and AFW images with iBUG 300-W annotations), whose images and annotations are "
-    "licensed for research and non-commercial purposes only; the model inherits that "
-    "restriction. Do not use it in a commercial product."
+    "(HELEN, AFW and LFPW images with iBUG 300-W annotations) and on AFLW (Annotated Facial "
+    "Landmarks in the Wild) face crops, whose images and annotations are licensed for research "
+    "and non-commercial purposes only; the model inherits that restriction. Do not use it in a "
+    "commercial product."
 )
 OPSET = 17
 PARITY_TOLERANCE = {"heatmaps": 1e-4, "pose_ed": 1e-2, "pose_ae": 1e-2, "visibility": 1e-4}
@@ -167,9 +170,8 @@ def export_checkpoint(
 
     ``or_artefact`` (a file inside ``out_dir``) is listed with role "or" when given.
     """
-    from headpose_training.train import load_checkpoint
-
-    model, config, checkpoint = load_checkpoint(checkpoint_path)
+    model, checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint.config
     size = config.model.input_size
     out_dir.mkdir(parents=True, exist_ok=True)
     parity = {}
@@ -179,22 +181,34 @@ def export_checkpoint(
         export_model(graph, size, path)
         parity[role] = check_parity(graph, path, size)
         files[role] = ModelFile(path.name, sha256_of(path))
-    history = checkpoint["state"]["history"]
+    history = checkpoint.state.get("history", [])
     training = {
         "config": config.to_dict(),
         "data": {
-            "source": "300-W subset (HELEN train/test, AFW) with iBUG 68-point annotations",
+            "sources": {
+                "300w": "300-W subset (HELEN train, AFW, LFPW train) with iBUG 68-point "
+                "annotations",
+                "aflw": "AFLW face crops (yaw label, 21 points with visibility, mapped onto "
+                "iBUG-68)"
+                if config.uses_aflw
+                else "not used",
+            },
             "train_splits": list(config.train_splits),
-            "train_faces": len(checkpoint["split"]["train"]),
-            "validation_faces": len(checkpoint["split"]["val"]),
+            "faces": {
+                source: {side: len(names) for side, names in sides.items()}
+                for source, sides in checkpoint.split.items()
+            },
             "held_out_test": "helen_test (never used for training or tuning)",
-            "licence": "research and non-commercial use only",
+            "licence": "research and non-commercial use only (300-W and AFLW)",
         },
-        "mean_face": "rigid (Tomasi-Kanade) factorisation of the training shapes, symmetrised, "
+        "mean_face": "rigid (Tomasi-Kanade) factorisation of the 300-W training shapes, depth "
+        "refined with AFLW's yaw labels (alternating PnP and triangulation), symmetrised, "
         "scaled to an outer-eye-corner distance of 89 mm (Farkas 1994)",
-        "pose_labels": "PnP (SQPnP + LM) of the landmarks against the mean face, crop camera",
-        "epochs": checkpoint["state"]["epoch"],
-        "training_time_s": round(checkpoint["state"]["elapsed_s"], 1),
+        "pose_labels": "ray-relative angles in the crop camera; 300-W: PnP (SQPnP + LM) of the "
+        "68 landmarks against the mean face; AFLW: its own yaw label, pitch, roll and "
+        "translation by PnP of the visible points with that yaw fixed",
+        "epochs": checkpoint.state.get("epoch", 0),
+        "training_time_s": round(checkpoint.state.get("elapsed_s", 0.0), 1),
         "final_validation": history[-1] if history else {},
         "parameters": model.count_parameters(),
         "onnx_parity_max_abs_diff": parity,
@@ -206,8 +220,10 @@ def export_checkpoint(
         landmark_scheme="ibug68",
         normalisation=config.normalisation,
         mean_face_mm=tuple(
-            tuple(float(v) for v in row) for row in np.asarray(checkpoint["mean_face_mm"])
+            tuple(float(v) for v in row)
+            for row in np.asarray(checkpoint.mean_face_mm)[: IBUG68.num_points]
         ),
+        crop_margin=config.crop_margin,
         files=files,
         licence=LICENCE,
         training=training,
@@ -220,55 +236,17 @@ def export_checkpoint(
     return manifest_path
 
 
-def save_untrained_checkpoint(config_path: Path, data_dir: Path, out: Path) -> Path:
-    """Write an untrained, architecture-correct checkpoint for development."""
-    from headpose_training.data import build_patch_set, estimate_mean_face
-    from headpose_training.train import CACHE_DIR, load_config, pose_statistics
-
-    config = load_config(config_path)
-    size = config.model.input_size
-    patches = build_patch_set([data_dir / split for split in config.train_splits], size, CACHE_DIR)
-    mean_face_mm = estimate_mean_face(patches.landmarks)
-    model = MNN(config.model).eval()
-    # Plausible pose statistics: the untrained model's poses put the face in front of the camera.
-    model.set_pose_statistics(
-        *(torch.as_tensor(v) for v in pose_statistics(patches, config, mean_face_mm / 1000.0))
-    )
-    state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": []}
-    checkpoint = {
-        "model": model.state_dict(),
-        "state": state,
-        "config": config.to_dict(),
-        "mean_face_mm": mean_face_mm,
-        "split": {"train": [], "val": []},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, out)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Command line: export a checkpoint, an untrained dev model, or add the OR to a manifest."""
-    from headpose_training.train import DEFAULT_DATA
-
+    """Command line: export a checkpoint, or add the OR to a manifest."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="training checkpoint (last.pt) to export")
-    source.add_argument(
-        "--untrained-config", type=Path, help="export an untrained model of this config"
-    )
     source.add_argument("--manifest", type=Path, help="existing manifest to add --or to")
     parser.add_argument(
-        "--out", type=Path, help="export folder (with --checkpoint/--untrained-config)"
+        "--out", type=Path, help="export folder (with --checkpoint)"
     )
     parser.add_argument(
         "--or", dest="or_artefact", type=Path, help="OR .npz inside the export folder"
-    )
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=DEFAULT_DATA,
-        help="300-W folder (mean face for --untrained-config)",
     )
     args = parser.parse_args(argv)
     if args.manifest is not None:
@@ -279,14 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required")
-    checkpoint = args.checkpoint
-    if args.untrained_config is not None:
-        checkpoint = save_untrained_checkpoint(
-            args.untrained_config, args.data, args.out / "untrained.pt"
-        )
-    manifest = export_checkpoint(checkpoint, args.out, args.or_artefact)
-    if args.untrained_config is not None:
-        checkpoint.unlink()
+    manifest = export_checkpoint(args.checkpoint, args.out, args.or_artefact)
     print(f"wrote {manifest}")
     return 0
 

@@ -86,16 +86,26 @@ def heatmap_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
 def visibility_loss(
     logits: torch.Tensor, visibility: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
-    """Loss (4): masked two-class cross-entropy (a sigmoid on one logit is the same thing)."""
+    """Loss (4): masked two-class cross-entropy (a sigmoid on one logit is the same thing).
+
+    ``mask`` is where the visibility label is known, which is not where the position is: AFLW
+    marks a hidden point as hidden without giving its position.
+    """
     per_landmark = functional.binary_cross_entropy_with_logits(
         logits, visibility, reduction="none"
     )
     return (_normalised_mask(mask) * per_landmark).sum(dim=1).mean()
 
 
-def pose_ed_loss(pred: torch.Tensor, target: torch.Tensor, pose_std: torch.Tensor) -> torch.Tensor:
-    """Loss (1): Euclidean distance between standardised predicted and label poses."""
-    return torch.linalg.vector_norm((pred - target) / pose_std, dim=1).mean()
+def pose_ed_loss(
+    pred: torch.Tensor, target: torch.Tensor, pose_std: torch.Tensor, known: torch.Tensor
+) -> torch.Tensor:
+    """Loss (1): Euclidean distance between standardised predicted and label poses.
+
+    ``known`` (N,) is 1 where the image has a pose label; the mean runs over those images.
+    """
+    distance = torch.linalg.vector_norm((pred - torch.nan_to_num(target)) / pose_std, dim=1)
+    return (known * distance).sum() / known.sum().clamp_min(1.0)
 
 
 def euler_to_matrix_torch(angles_deg: torch.Tensor) -> torch.Tensor:
@@ -154,7 +164,9 @@ def multitask_loss(
     heatmap_size = output.heatmap_logits.shape[-1]
     terms: dict[str, torch.Tensor] = {}
     if weights.pose_ed:
-        terms["pose_ed"] = pose_ed_loss(output.pose_ed, batch["pose"], pose_std)
+        terms["pose_ed"] = pose_ed_loss(
+            output.pose_ed, batch["pose"], pose_std, batch["pose_mask"]
+        )
     if weights.pose_ae:
         terms["pose_ae"] = pose_ae_loss(
             output.pose_ae, batch["landmarks"], batch["mask"], mean_face_m, crop_size
@@ -164,7 +176,7 @@ def multitask_loss(
         terms["heatmaps"] = heatmap_loss(output.heatmap_logits, targets, batch["mask"])
     if weights.visibility:
         terms["visibility"] = visibility_loss(
-            output.visibility_logits, batch["visibility"], batch["mask"]
+            output.visibility_logits, batch["visibility"], batch["visibility_mask"]
         )
     total = sum(getattr(weights, name) * value for name, value in terms.items())
     return total, {name: float(value.detach()) for name, value in terms.items()}

@@ -1,9 +1,9 @@
-"""``headpose-train``: train the MNN (Pre+Sym schedule), export it, fit the OR and evaluate.
+"""``headpose-train``: train the MNN on 300-W and AFLW, export it, fit the OR and evaluate.
 
-Read top to bottom: the run configuration, batch assembly, one epoch, validation, the loop with
-checkpoints (resumable from ``last.pt``), and the command line that chains training, export to
-ONNX, the OR fitted on the exported MNN's outputs and the held-out evaluation into one
-reproducible command.
+Read top to bottom: the data (faces of every source, split by photograph, the mean 3D face and
+the pose labels), batch assembly, validation, the loop with checkpoints (resumable from
+``last.pt``), and the command line that chains training, export to ONNX, the OR fitted on the
+exported MNN's outputs and the held-out evaluation into one reproducible command.
 
 Schedule (paper 4.3.2). "pre+sym": heatmaps alone for ``pretrain_epochs``, then all four tasks
 of loss (5). "sym": all tasks from scratch. "pose": loss (1) alone (single-task baseline). Adam
@@ -16,12 +16,13 @@ after its epochs, or when the time budget is spent.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,112 +31,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from headpose_ros.core.crop import Normalisation, to_network_input
+from headpose_ros.core.crop import apply_affine, crop_affine, to_network_input
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
-from headpose_training.augment import AugmentConfig, TrainingSample, make_sample
-from headpose_training.data import PatchSet, build_patch_set, estimate_mean_face, split_train_val
+from headpose_training.augment import AugmentConfig, FaceLabels, TrainingSample, make_sample
+from headpose_training.checkpoint import Checkpoint, save_checkpoint
+from headpose_training.config import CACHE_DIR, DEFAULT_DATA, TrainConfig, load_config
+from headpose_training.faces import (
+    FaceSet,
+    draw_epoch,
+    label_poses,
+    load_300w_faces,
+    load_aflw_faces,
+    mean_face_observations,
+    split_by_group,
+)
 from headpose_training.losses import TASKS, LossWeights, heatmap_entropy_floor, multitask_loss
-from headpose_training.model import MNN, MNNConfig
-from headpose_training.occlusion_regressor_training import OrFitConfig, fit_for_model
+from headpose_training.mean_face import estimate_mean_face, refine_mean_face
+from headpose_training.model import MNN
 
-__all__ = ["TrainConfig", "load_config", "main", "train"]
+__all__ = ["TrainingData", "main", "prepare_data", "train"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "300w_subset"
-CACHE_DIR = REPO_ROOT / "training" / "cache"
-SCHEDULES = ("pre+sym", "sym", "pose")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on; stored verbatim in every checkpoint and the manifest."""
-
-    name: str = "compact"
-    model: MNNConfig = field(default_factory=MNNConfig)
-    schedule: str = "pre+sym"
-    train_splits: tuple[str, ...] = ("helen_train", "afw")
-    val_fraction: float = 0.1
-    seed: int = 0
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    plateau_patience: int = 5
-    pretrain_epochs: int = 20
-    epochs: int = 100
-    time_budget_min: float = 0.0
-    pretrain_fraction: float = 0.3
-    min_learning_rate: float = 1e-5
-    heatmap_sigma: float = 1.0
-    weights: LossWeights = field(default_factory=LossWeights)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    threads: int = 2
-    normalisation: Normalisation = field(default_factory=Normalisation)
-    occlusion_regressor: OrFitConfig = field(default_factory=OrFitConfig)
-
-    def __post_init__(self) -> None:
-        """Fail on a misspelt schedule before hours of training, not after."""
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.schedule == "pre+sym" and not (
-            0 < self.pretrain_epochs < self.epochs and 0 < self.pretrain_fraction < 1
-        ):
-            raise ValueError(
-                "pre+sym needs 0 < pretrain_epochs < epochs and 0 < pretrain_fraction < 1"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Build from JSON, converting nested tables; unknown keys are an error (typos)."""
-        fields = dict(data)
-        fields["model"] = MNNConfig.from_dict(fields.get("model", {}))
-        fields["weights"] = LossWeights(**fields.get("weights", {}))
-        augment = dict(fields.get("augment", {}))
-        for key in ("hsv_range", "occluder_size"):
-            if key in augment:
-                augment[key] = tuple(augment[key])
-        fields["augment"] = AugmentConfig(**augment)
-        norm = dict(fields.get("normalisation", {}))
-        for key in ("mean", "std"):
-            if key in norm:
-                norm[key] = tuple(norm[key])
-        fields["normalisation"] = Normalisation(**norm)
-        fields["occlusion_regressor"] = OrFitConfig(**fields.get("occlusion_regressor", {}))
-        fields["train_splits"] = tuple(fields.get("train_splits", cls.train_splits))
-        return cls(**fields)
-
-    def phase_weights(self, pretraining: bool) -> LossWeights:
-        """Loss weights in force in the current phase of the configured schedule."""
-        if self.schedule == "pose":
-            return LossWeights(
-                pose_ed=self.weights.pose_ed, pose_ae=0.0, heatmaps=0.0, visibility=0.0
-            )
-        if pretraining:
-            return LossWeights(
-                pose_ed=0.0, pose_ae=0.0, heatmaps=self.weights.heatmaps, visibility=0.0
-            )
-        return self.weights
-
-    def pretraining_done(self, epoch: int, elapsed_s: float) -> bool:
-        """Whether heatmap pre-training has had its share (epochs, or of the time budget).
-
-        With a time budget the share is ``pretrain_fraction`` of it, so a slower machine
-        shortens both phases in proportion instead of spending the whole budget pre-training.
-        """
-        if epoch >= self.pretrain_epochs:
-            return True
-        return (
-            bool(self.time_budget_min)
-            and elapsed_s >= self.pretrain_fraction * self.time_budget_min * 60
-        )
-
-
-def load_config(path: Path | str) -> TrainConfig:
-    """Read a JSON run configuration (see ``training/configs``)."""
-    return TrainConfig.from_dict(json.loads(Path(path).read_text()))
+#: Validation crops scored every epoch per source (all 300-W ones; a fixed sample of AFLW's).
+_EPOCH_VAL_FACES = 1000
 
 
 def seed_everything(seed: int) -> None:
@@ -145,100 +63,254 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def collate(
-    samples: list[TrainingSample], normalisation: Normalisation
-) -> dict[str, torch.Tensor]:
-    """Stack augmented samples into the tensors the network and losses take."""
-    crops = np.stack([s.crop for s in samples])
-    return {
-        "image": torch.from_numpy(to_network_input(crops, normalisation)),
-        "landmarks": torch.from_numpy(np.stack([s.landmarks for s in samples]).astype(np.float32)),
-        "mask": torch.from_numpy(np.stack([s.mask for s in samples]).astype(np.float32)),
-        "visibility": torch.from_numpy(
-            np.stack([s.visibility for s in samples]).astype(np.float32)
-        ),
-        "pose": torch.from_numpy(np.stack([s.pose for s in samples]).astype(np.float32)),
+@dataclass
+class TrainingData:
+    """Training and validation faces per source (pose-labelled) and the mean face (70x3 mm)."""
+
+    train: list[FaceSet]
+    val: list[FaceSet]
+    weights: list[float]
+    mean_face_mm: np.ndarray
+
+    def split_names(self) -> dict[str, dict[str, list[str]]]:
+        """Face names per source and side, as the checkpoint stores them."""
+        return {
+            t.source: {"train": list(t.names), "val": list(v.names)}
+            for t, v in zip(self.train, self.val, strict=True)
+        }
+
+
+def prepare_data(
+    config: TrainConfig,
+    data_root: Path,
+    cache_dir: Path | None,
+    mean_face_mm: np.ndarray | None = None,
+) -> TrainingData:
+    """Load every source, split it by photograph, fit the mean face, label the poses.
+
+    The mean face is factorised from the 300-W training shapes and, with AFLW, given its depth
+    by AFLW's training faces (:mod:`headpose_training.mean_face`); validation faces never
+    touch it. A resumed run passes the checkpoint's ``mean_face_mm`` instead.
+    """
+    size = config.model.input_size
+    sources = [
+        load_300w_faces(
+            [data_root / config.data_300w / split for split in config.train_splits],
+            size,
+            config.crop_margin,
+            cache_dir,
+        )
+    ]
+    weights = [config.source_weights[0]]
+    if config.uses_aflw:
+        sources.append(
+            load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, cache_dir)
+        )
+        weights.append(config.source_weights[1])
+    splits = [split_by_group(s.groups, config.val_fraction, config.seed) for s in sources]
+    train = [s.subset(t) for s, (t, _) in zip(sources, splits, strict=True)]
+    val = [s.subset(v) for s, (_, v) in zip(sources, splits, strict=True)]
+    if mean_face_mm is None:
+        mean_face_mm = _cached_mean_face(config, train, cache_dir)
+    train = [label_poses(s, mean_face_mm, size, cache_dir) for s in train]
+    val = [label_poses(s, mean_face_mm, size, cache_dir) for s in val]
+    return TrainingData(train, val, weights, mean_face_mm)
+
+
+def _cached_mean_face(
+    config: TrainConfig, train: list[FaceSet], cache_dir: Path | None
+) -> np.ndarray:
+    """:func:`_fit_mean_face`, cached under a hash of everything it depends on."""
+    key = {
+        "faces": [sorted(s.names) for s in train],
+        "input": config.model.input_size,
+        "margin": config.crop_margin,
+        "iterations": config.mean_face_iterations,
+        "aflw_faces": config.mean_face_aflw_faces,
+        "seed": config.seed,
+        "version": 2,
     }
+    path = None
+    if cache_dir is not None:
+        digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:10]
+        path = cache_dir / f"mean_face_{digest}.npy"
+        if path.is_file():
+            return np.load(path)
+    model = _fit_mean_face(config, train)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, model)
+    return model
+
+
+def _fit_mean_face(config: TrainConfig, train: list[FaceSet]) -> np.ndarray:
+    """Factorise the 300-W training shapes; refine the depth with AFLW's yaw labels if used."""
+    size = config.model.input_size
+    faces_300w = train[0]
+    shapes = np.stack(
+        [
+            apply_affine(faces_300w.landmarks[i], crop_affine(faces_300w.box(i), size))
+            for i in range(len(faces_300w))
+        ]
+    )
+    initial = estimate_mean_face(shapes[np.all(faces_300w.mask > 0, axis=1)])
+    if len(train) == 1:
+        return initial
+    aflw = train[1]
+    rng = np.random.default_rng(config.seed)
+    chosen = rng.permutation(len(aflw))[: config.mean_face_aflw_faces]
+    observations = mean_face_observations(aflw, chosen, size)
+    observations += mean_face_observations(faces_300w, np.arange(len(faces_300w)), size)
+    refined = refine_mean_face(initial, observations, size, config.mean_face_iterations)
+    for iteration, record in enumerate(refined.history, start=1):
+        print(
+            f"mean face pass {iteration}: free-PnP yaw vs AFLW label"
+            f" {record['free_pnp_yaw_mae_deg']:.2f} deg MAE",
+            flush=True,
+        )
+    return refined.model_mm
+
+
+def face_labels(faces: FaceSet, index: int) -> FaceLabels:
+    """The labels of one face, as augmentation takes them."""
+    return FaceLabels(
+        faces.landmarks[index],
+        faces.mask[index],
+        faces.visibility[index],
+        faces.visibility_mask[index],
+        faces.poses[index],
+        bool(faces.pose_mask[index]),
+    )
 
 
 def make_samples(
-    patches: PatchSet,
-    indices: np.ndarray,
+    sets: list[FaceSet],
+    draws: list[tuple[int, int]],
     config: TrainConfig,
-    mean_face_m: np.ndarray,
     augment: AugmentConfig,
     rng: np.random.Generator,
 ) -> list[TrainingSample]:
-    """Cut one sample per index with the given augmentation."""
-    size = config.model.input_size
+    """Cut one sample per (set, face) draw with the given augmentation."""
     return [
         make_sample(
-            patches.patches[i],
-            patches.landmarks[i],
-            patches.mask[i],
-            patches.box,
-            size,
-            mean_face_m,
+            sets[s].images[i],
+            sets[s].box(i),
+            face_labels(sets[s], i),
+            config.model.input_size,
             augment,
             rng,
+            sets[s].border_mode,
         )
-        for i in indices
+        for s, i in draws
     ]
 
 
-def pose_statistics(
-    patches: PatchSet, config: TrainConfig, mean_face_m: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of the pose labels under augmentation, for standardising the pose heads."""
-    rng = np.random.default_rng(config.seed)
-    samples = make_samples(
-        patches, np.arange(len(patches.names)), config, mean_face_m, config.augment, rng
+def collate(samples: list[TrainingSample], normalisation: Any) -> dict[str, torch.Tensor]:
+    """Stack augmented samples into the tensors the network and losses take."""
+
+    def stack(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([getattr(s, name) for s in samples]).astype(np.float32))
+
+    batch = {
+        name: stack(name)
+        for name in ("landmarks", "mask", "visibility", "visibility_mask", "pose", "pose_mask")
+    }
+    batch["image"] = torch.from_numpy(
+        to_network_input(np.stack([s.crop for s in samples]), normalisation)
     )
-    poses = np.stack([s.pose for s in samples])
+    return batch
+
+
+def pose_statistics(data: TrainingData, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of the pose labels of one epoch's augmented draws (standardises the heads)."""
+    rng = np.random.default_rng(config.seed)
+    draws = draw_epoch(
+        data.train, data.weights, config.yaw_bin_edges_deg, config.samples_per_epoch, rng
+    )
+    samples = make_samples(data.train, draws, config, config.augment, rng)
+    poses = np.stack([s.pose for s in samples if s.pose_mask])
     return poses.mean(axis=0), poses.std(axis=0)
+
+
+def validation_batches(
+    data: TrainingData, config: TrainConfig
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Plain crops of each source's validation faces (a fixed sample of at most 1000)."""
+    batches = {}
+    for faces in data.val:
+        chosen = np.random.default_rng(config.seed).permutation(len(faces))[:_EPOCH_VAL_FACES]
+        samples = make_samples(
+            [faces],
+            [(0, int(i)) for i in np.sort(chosen)],
+            config,
+            AugmentConfig(enabled=False),
+            np.random.default_rng(0),
+        )
+        batches[faces.source] = collate(samples, config.normalisation)
+    return batches
 
 
 @dataclass
 class ValidationResult:
-    """Validation losses per task and the accuracy figures logged each epoch."""
+    """Validation losses per task (over all sources) and the accuracy figures logged per epoch.
+
+    ``nme`` per source: 300-W by inter-ocular distance, AFLW (its mapped points) by the face
+    box height; ``yaw_mae`` per source against its labels (AFLW's own yaw, PnP for 300-W).
+    """
 
     losses: dict[str, float]
-    nme_io: float
-    pose_mae: float
+    nme: dict[str, float]
+    yaw_mae: dict[str, float]
+    yaw_mae_by_bin: dict[str, dict[str, float]]
 
 
 @torch.no_grad()
 def validate(
-    model: MNN, batch: dict[str, torch.Tensor], config: TrainConfig, mean_face: torch.Tensor
+    model: MNN,
+    batches: dict[str, dict[str, torch.Tensor]],
+    config: TrainConfig,
+    mean_face_m: torch.Tensor,
 ) -> ValidationResult:
-    """Losses of every task (whether trained yet or not) and NME/MAE on the fixed val crops."""
+    """Losses of every task (whether trained yet or not) and NME/yaw MAE on the fixed crops."""
     model.eval()
-    terms: dict[str, list[float]] = {name: [] for name in TASKS}
-    heatmaps, poses = [], []
-    for start in range(0, len(batch["image"]), 64):
-        part = {key: value[start : start + 64] for key, value in batch.items()}
-        output = model(part["image"])
-        _, values = multitask_loss(
-            output, part, LossWeights(), mean_face, model.pose_std, config.heatmap_sigma
+    sums: dict[str, float] = dict.fromkeys(TASKS, 0.0)
+    count = 0
+    nme, yaw_mae, by_bin = {}, {}, {}
+    size = config.model.input_size
+    for source, batch in batches.items():
+        heatmaps, yaws = [], []
+        for start in range(0, len(batch["image"]), 64):
+            part = {key: value[start : start + 64] for key, value in batch.items()}
+            output = model(part["image"])
+            _, values = multitask_loss(
+                output, part, LossWeights(), mean_face_m, model.pose_std, config.heatmap_sigma
+            )
+            for name, value in values.items():
+                sums[name] += value * len(part["image"])
+            count += len(part["image"])
+            logits = output.heatmap_logits
+            heatmaps.append(torch.softmax(logits.flatten(2), 2).view_as(logits).numpy())
+            yaws.append(output.pose_ed[:, 0].numpy())
+        predicted, _ = decode_heatmaps(np.concatenate(heatmaps), size)
+        truth = batch["landmarks"].numpy().astype(np.float64)
+        if source == "300w":
+            normaliser = landmark_normaliser(truth, "interocular")
+        else:
+            normaliser = np.full(len(truth), size / (1.0 + 2.0 * config.crop_margin))
+        nme[source] = float(
+            np.nanmean(nme_per_face(predicted, truth, batch["mask"].numpy(), normaliser))
         )
-        for name, value in values.items():
-            terms[name].append(value * len(part["image"]))
-        heatmaps.append(
-            torch.softmax(output.heatmap_logits.flatten(2), 2)
-            .view_as(output.heatmap_logits)
-            .numpy()
+        known = batch["pose_mask"].numpy() > 0
+        labelled = batch["pose"].numpy()[known, 0]
+        errors = pose_errors(
+            np.stack([np.concatenate(yaws)[known]] * 3, axis=1),
+            np.stack([labelled] * 3, axis=1),
         )
-        poses.append(output.pose_ed.numpy())
-    count = len(batch["image"])
-    losses = {name: sum(values) / count for name, values in terms.items()}
-    predicted, _ = decode_heatmaps(np.concatenate(heatmaps), config.model.input_size)
-    gt = batch["landmarks"].numpy().astype(np.float64)
-    nme = nme_per_face(
-        predicted, gt, batch["mask"].numpy(), landmark_normaliser(gt, "interocular")
-    )
-    mae = pose_errors(np.concatenate(poses), batch["pose"].numpy()).mae["mean"]
+        yaw_mae[source] = errors.mae["yaw"]
+        by_bin[source] = {label: b["yaw"] for label, b in errors.by_yaw_bin().items()}
     model.train()
-    return ValidationResult(losses, float(np.nanmean(nme)), mae)
+    losses = {name: value / count for name, value in sums.items()}
+    return ValidationResult(losses, nme, yaw_mae, by_bin)
 
 
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
@@ -257,13 +329,16 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     axes[0].set_yscale("log")
     axes[0].set_title("per-task losses (unweighted)")
     axes[0].legend(fontsize=7)
-    axes[1].plot(epochs, [100 * h["val_nme_io"] for h in history])
-    axes[1].set_title("validation NME (% inter-ocular)")
-    axes[2].plot(epochs, [h["val_pose_mae"] for h in history])
-    axes[2].set_title("validation head-pose MAE (deg)")
+    for source in history[-1]["val_nme"]:
+        axes[1].plot(epochs, [100 * h["val_nme"][source] for h in history], label=source)
+        axes[2].plot(epochs, [h["val_yaw_mae"][source] for h in history], label=source)
+    axes[1].set_title("validation NME (%; 300-W inter-ocular, AFLW box)")
+    axes[2].set_title("validation yaw MAE (deg)")
     for axis in axes:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
+    axes[1].legend()
+    axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -280,7 +355,7 @@ def _new_optimiser(
 
 
 def train(
-    config: TrainConfig, out_dir: Path, data_dir: Path = DEFAULT_DATA, cache_dir: Path = CACHE_DIR
+    config: TrainConfig, out_dir: Path, data_root: Path = DEFAULT_DATA, cache_dir: Path = CACHE_DIR
 ) -> Path:
     """Train (or resume) a run in ``out_dir``; return the path of the final checkpoint.
 
@@ -292,28 +367,17 @@ def train(
     cv2.setNumThreads(1)
     seed_everything(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    patches = build_patch_set(
-        [data_dir / split for split in config.train_splits], config.model.input_size, cache_dir
+    last = out_dir / "last.pt"
+    resumed = None
+    if last.is_file():
+        resumed = torch.load(last, weights_only=False)
+    data = prepare_data(
+        config, data_root, cache_dir, None if resumed is None else resumed["mean_face_mm"]
     )
-    train_idx, val_idx = split_train_val(len(patches.names), config.val_fraction, config.seed)
-    train_set, val_set = patches.subset(train_idx), patches.subset(val_idx)
-    mean_face_mm = estimate_mean_face(train_set.landmarks[train_set.mask.all(axis=1)])
-    mean_face_m = mean_face_mm / 1000.0
-    mean_face_t = torch.as_tensor(mean_face_m, dtype=torch.float32)
-    val_batch = collate(
-        make_samples(
-            val_set,
-            np.arange(len(val_set.names)),
-            config,
-            mean_face_m,
-            AugmentConfig(enabled=False),
-            np.random.default_rng(0),
-        ),
-        config.normalisation,
-    )
+    mean_face_t = torch.as_tensor(data.mean_face_mm[:68] / 1000.0, dtype=torch.float32)
+    val_batches = validation_batches(data, config)
 
     model = MNN(config.model)
-    last = out_dir / "last.pt"
     state: dict[str, Any] = {
         "epoch": 0,
         "step": 0,
@@ -321,29 +385,31 @@ def train(
         "history": [],
         "pretraining": config.schedule == "pre+sym",
     }
-    if last.is_file():
-        checkpoint = torch.load(last, weights_only=False)
-        model.load_state_dict(checkpoint["model"])
-        state = checkpoint["state"]
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        state = resumed["state"]
         print(
             f"resuming {out_dir} at epoch {state['epoch']}"
             f" ({state['elapsed_s'] / 60:.1f} min trained)",
             flush=True,
         )
     else:
-        mean, std = pose_statistics(train_set, config, mean_face_m)
+        mean, std = pose_statistics(data, config)
         model.set_pose_statistics(torch.as_tensor(mean), torch.as_tensor(std))
         (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     optimiser, scheduler = _new_optimiser(model, config)
-    if last.is_file():
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
+    if resumed is not None:
+        optimiser.load_state_dict(resumed["optimiser"])
+        scheduler.load_state_dict(resumed["scheduler"])
     floor = heatmap_entropy_floor(
         config.model.input_size, config.model.heatmap_size, config.heatmap_sigma
     )
     print(
-        f"{len(train_set.names)} train / {len(val_set.names)} val faces;"
-        f" heatmap loss floor {floor:.3f}",
+        "faces (train / val): "
+        + ", ".join(
+            f"{t.source} {len(t)} / {len(v)}" for t, v in zip(data.train, data.val, strict=True)
+        )
+        + f"; heatmap loss floor {floor:.3f}",
         flush=True,
     )
 
@@ -372,28 +438,23 @@ def train(
         started = time.monotonic()
         # One random stream per epoch: a resumed run draws exactly what an uninterrupted one would.
         rng = np.random.default_rng([config.seed, epoch])
-        order = rng.permutation(len(train_set.names))
+        draws = draw_epoch(
+            data.train, data.weights, config.yaw_bin_edges_deg, config.samples_per_epoch, rng
+        )
         sums: dict[str, float] = {}
-        batches = range(0, len(order) - config.batch_size + 1, config.batch_size)
+        batches = range(0, len(draws) - config.batch_size + 1, config.batch_size)
         progress = tqdm(
             batches,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             unit="batch",
             leave=False,
-            mininterval=5,
+            mininterval=10,
         )
         for start in progress:
-            batch = collate(
-                make_samples(
-                    train_set,
-                    order[start : start + config.batch_size],
-                    config,
-                    mean_face_m,
-                    config.augment,
-                    rng,
-                ),
-                config.normalisation,
+            samples = make_samples(
+                data.train, draws[start : start + config.batch_size], config, config.augment, rng
             )
+            batch = collate(samples, config.normalisation)
             loss, values = multitask_loss(
                 model(batch["image"]),
                 batch,
@@ -410,53 +471,47 @@ def train(
                 sums[name] = sums.get(name, 0.0) + value
             progress.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
         seconds = time.monotonic() - started
-        result = validate(model, val_batch, config, mean_face_t)
+        result = validate(model, val_batches, config, mean_face_t)
         state["elapsed_s"] += time.monotonic() - started
         phase_total = sum(getattr(weights, name) * value for name, value in result.losses.items())
         scheduler.step(phase_total)
-        images = len(batches) * config.batch_size
         record = {
             "epoch": epoch + 1,
             "train": {name: value / max(1, len(batches)) for name, value in sums.items()},
             "val": result.losses,
             "val_total": phase_total,
-            "val_nme_io": result.nme_io,
-            "val_pose_mae": result.pose_mae,
+            "val_nme": result.nme,
+            "val_yaw_mae": result.yaw_mae,
+            "val_yaw_mae_by_bin": result.yaw_mae_by_bin,
             "lr": optimiser.param_groups[0]["lr"],
-            "images_per_s": images / seconds,
+            "images_per_s": len(batches) * config.batch_size / seconds,
         }
         state["history"].append(record)
         state["epoch"] = epoch + 1
         print(
             f"epoch {epoch + 1}: val "
             + " ".join(f"{k}={v:.4f}" for k, v in result.losses.items())
-            + f" | NME_io {100 * result.nme_io:.2f}% pose MAE {result.pose_mae:.2f} deg"
+            + " | NME "
+            + " ".join(f"{k} {100 * v:.2f}%" for k, v in result.nme.items())
+            + " | yaw MAE "
+            + " ".join(f"{k} {v:.2f}" for k, v in result.yaw_mae.items())
             + f" | lr {record['lr']:.2e} | {record['images_per_s']:.1f} img/s",
             flush=True,
         )
-        checkpoint = {
-            "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": state,
-            "config": config.to_dict(),
-            "mean_face_mm": mean_face_mm,
-            "split": {"train": train_set.names, "val": val_set.names},
-        }
-        torch.save(checkpoint, out_dir / "last.tmp")
-        (out_dir / "last.tmp").replace(last)
+        save_checkpoint(
+            last,
+            Checkpoint(
+                model=model.state_dict(),
+                config=config,
+                mean_face_mm=data.mean_face_mm,
+                split=data.split_names(),
+                state=state,
+                optimiser=optimiser.state_dict(),
+                scheduler=scheduler.state_dict(),
+            ),
+        )
         plot_history(state["history"], out_dir / "loss_curves.png")
     return last
-
-
-def load_checkpoint(path: Path) -> tuple[MNN, TrainConfig, dict[str, Any]]:
-    """Rebuild the network a checkpoint was trained with (the config travels inside it)."""
-    checkpoint = torch.load(path, weights_only=False, map_location="cpu")
-    config = TrainConfig.from_dict(checkpoint["config"])
-    model = MNN(config.model)
-    model.load_state_dict(checkpoint["model"])
-    model.eval()
-    return model, config, checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -469,7 +524,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, required=True, help="run folder (checkpoints, logs, plots)"
     )
     parser.add_argument(
-        "--data", type=Path, default=DEFAULT_DATA, help="300-W folder with the splits"
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="data root holding the config's 300-W and AFLW folders",
     )
     parser.add_argument(
         "--cache", type=Path, default=CACHE_DIR, help="folder for the decoded-face cache"
@@ -484,33 +542,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--time-budget-min", type=float, help="override the config's training time budget"
     )
+    parser.add_argument("--epochs", type=int, help="override the config's epoch count")
     args = parser.parse_args(argv)
     config = load_config(args.config)
     if args.time_budget_min is not None:
         config = replace(config, time_budget_min=args.time_budget_min)
+    if args.epochs is not None:
+        config = replace(config, epochs=args.epochs)
     checkpoint = train(config, args.out, args.data, args.cache)
     if args.no_export:
         return 0
     from headpose_training.evaluate import evaluate_export
     from headpose_training.export import export_checkpoint
+    from headpose_training.occlusion_regressor_training import fit_for_model
 
     export_dir = args.export_to or args.out / "export"
     manifest_path = export_checkpoint(checkpoint, export_dir)
     if not args.no_or:
         # The OR learns from the exported MNN's own outputs, so it is fitted after export and
         # registered in the manifest before the evaluation runs both passes (MNN, MNN+OR).
-        fit_for_model(
-            export_dir,
-            args.data,
-            args.out / "or",
-            config.occlusion_regressor,
-            config.val_fraction,
-            config.seed,
-            config.train_splits,
-            register=True,
-        )
+        fit_for_model(export_dir, checkpoint, args.data, args.out / "or", register=True)
     evaluate_export(
-        manifest_path, args.data / "helen_test", args.out / "eval", record_in_manifest=True
+        manifest_path, checkpoint, args.data, args.out / "eval", record_in_manifest=True
     )
     return 0
 

@@ -26,7 +26,7 @@ from headpose_ros.core.config import config_to_flat
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
-from headpose_ros.tools.annotations import annotation_for
+from headpose_ros.tools.annotations import annotated_face, annotation_for, landmark_box
 from headpose_ros.tools.common import (
     ResultWriter,
     add_estimator_arguments,
@@ -84,12 +84,17 @@ def _read_video(capture: cv2.VideoCapture, name: str, max_frames: int) -> Iterat
 
 
 def nme_of_frame(frame: FrameResult, annotation: np.ndarray) -> float | None:
-    """Inter-ocular NME of the face closest to the annotated one, or None without landmarks."""
-    candidates = [f for f in frame.faces if f.landmarks is not None]
-    if not candidates or annotation.shape != (68, 2):
+    """Inter-ocular NME of the annotated face; ``None`` when no face overlaps the annotation.
+
+    The face is matched to the annotation by box overlap (:func:`annotated_face`), so when the
+    annotated face is missed another face in the image is not scored in its place.
+    """
+    if annotation.shape != (68, 2):
         return None
-    centre = annotation.mean(axis=0)
-    face = min(candidates, key=lambda f: float(np.linalg.norm(f.landmarks.mean(axis=0) - centre)))
+    candidates = [f for f in frame.faces if f.landmarks is not None]
+    face = annotated_face(candidates, landmark_box(annotation))
+    if face is None:
+        return None
     normaliser = landmark_normaliser(annotation[None], "interocular")
     return float(nme_per_face(face.landmarks[None], annotation[None], None, normaliser)[0])
 
@@ -169,7 +174,7 @@ def run(args: argparse.Namespace) -> dict:
     writer = ResultWriter(args.output_dir)
     annotated_dir = args.output_dir / "annotated"
     video: cv2.VideoWriter | None = None
-    errors: list[float] = []
+    errors: list[float | None] = []  # per annotated image; None = annotated face missed
     try:
         for item in tqdm(frames, total=total, unit="frame", desc="headpose"):
             if item.image is None:
@@ -182,8 +187,7 @@ def run(args: argparse.Namespace) -> dict:
             extra = {}
             if annotation is not None:
                 extra["nme"] = nme_of_frame(frame, annotation)
-                if extra["nme"] is not None:
-                    errors.append(extra["nme"])
+                errors.append(extra["nme"])
             writer.write(item.index, item.name, frame, extra)
             if args.no_annotate:
                 continue
@@ -204,11 +208,14 @@ def run(args: argparse.Namespace) -> dict:
         if video is not None:
             video.release()
         estimator.close()
+    scored = [e for e in errors if e is not None]
     if errors:
         writer.extra["landmark_nme_interocular"] = {
-            "faces": len(errors),
-            "mean": round(float(np.mean(errors)), 4),
-            "median": round(float(np.median(errors)), 4),
+            "annotated": len(errors),
+            "faces": len(scored),
+            "missed": len(errors) - len(scored),
+            "mean": round(float(np.mean(scored)), 4) if scored else None,
+            "median": round(float(np.median(scored)), 4) if scored else None,
         }
     writer.extra["device"] = estimator.device
     writer.extra["settings"] = config_to_flat(config)

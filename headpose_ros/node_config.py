@@ -11,8 +11,15 @@ from __future__ import annotations
 import json
 import textwrap
 from dataclasses import dataclass, field
+from typing import Any
 
-from headpose_ros.core.config import EstimatorConfig, SettingSpec, iter_settings, setting
+from headpose_ros.core.config import (
+    EstimatorConfig,
+    SettingSpec,
+    config_from_flat,
+    iter_settings,
+    setting,
+)
 
 __all__ = [
     "DiagnosticsConfig",
@@ -20,6 +27,7 @@ __all__ = [
     "NodeConfig",
     "OutputConfig",
     "all_settings",
+    "configs_from_parameters",
     "parameter_file_text",
 ]
 
@@ -126,6 +134,22 @@ class NodeConfig:
 def all_settings() -> list[SettingSpec]:
     """Every ROS parameter of the node: its own settings, then the estimator's."""
     return [*iter_settings(NodeConfig()), *iter_settings(EstimatorConfig())]
+
+
+def configs_from_parameters(values: dict[str, Any]) -> tuple[EstimatorConfig, NodeConfig]:
+    """Both typed configs from flat parameter values; ConfigError names a bad one.
+
+    Upstream boxes (``input.external_boxes``) replace the built-in detector, so they switch
+    the estimator's detector backend to "external" whatever ``detector.backend`` says.
+    """
+    estimator_names = {spec.name for spec in iter_settings(EstimatorConfig())}
+    estimator = config_from_flat({k: v for k, v in values.items() if k in estimator_names})
+    node = config_from_flat(
+        {k: v for k, v in values.items() if k not in estimator_names}, NodeConfig()
+    )
+    if node.input.external_boxes:
+        estimator.detector.backend = "external"
+    return estimator, node
 
 
 def _allowed(spec: SettingSpec) -> str:

@@ -27,12 +27,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from headpose_msgs.msg import FaceArray
-from headpose_ros.demo import astronaut_frame, camera_info_message, image_message
+from headpose_ros.demo import astronaut_frame, demo_camera_info, image_message
 
 __all__ = [
     "Probe",
     "astronaut_frame",
-    "camera_info_message",
+    "demo_camera_info",
     "image_message",
     "node_and_probe",
     "start_node",

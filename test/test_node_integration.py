@@ -6,6 +6,7 @@ would) and talks to it from a probe node in the test process.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from node_harness import (
     Probe,
     astronaut_frame,
-    camera_info_message,
+    demo_camera_info,
     image_message,
     node_and_probe,
     node_output,
@@ -42,7 +43,7 @@ def running_node(tmp_path: Path, model_dir: Path, ros_context):
 
 def test_every_output_carries_the_image_header(running_node) -> None:
     probe, _ = running_node
-    probe.camera_info.publish(camera_info_message())
+    probe.camera_info.publish(demo_camera_info())
     image = astronaut_frame()
     faces = probe.send_and_wait(image_message(image, 5 * SECOND))
     assert (faces.header.stamp.sec, faces.header.frame_id) == (5, "demo_camera_optical_frame")
@@ -77,7 +78,7 @@ def test_metric_position_needs_camera_info(running_node) -> None:
     assert not without.position_is_metric
     position = without.pose.position
     assert np.linalg.norm([position.x, position.y, position.z]) == pytest.approx(1.0, abs=1e-6)
-    probe.camera_info.publish(camera_info_message())
+    probe.camera_info.publish(demo_camera_info())
     probe.spin_until(lambda: False, 0.5)
     with_info = probe.send_and_wait(image_message(image, 2 * SECOND)).faces[0]
     assert with_info.position_is_metric and with_info.pose.position.z > 0.1
@@ -292,7 +293,7 @@ def test_landmarks_lie_inside_the_enlarged_face_box(trained_node) -> None:
 
 def test_metric_distance_scales_inversely_with_image_size(trained_node) -> None:
     # Same face image resized by s under fixed intrinsics: distance must scale as 1/s.
-    trained_node.camera_info.publish(camera_info_message())
+    trained_node.camera_info.publish(demo_camera_info())
     trained_node.spin_until(lambda: False, 0.5)
     distances = {}
     for index, scale in enumerate((0.8, 1.2)):
@@ -332,3 +333,27 @@ def test_external_boxes_replace_the_detector(tmp_path: Path, model_dir: Path, ro
         probe.spin_until(lambda: False, 0.5)
         faces = probe.send_and_wait(image_message(astronaut_frame(), 3 * SECOND)).faces
         assert len(faces) == 1 and faces[0].detection_score == 0.625
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_stopping_goes_through_the_shutdown_transition(
+    tmp_path: Path, model_dir: Path, ros_context, stop_signal: int
+) -> None:
+    from lifecycle_msgs.msg import TransitionEvent
+
+    params = write_params(tmp_path / "p.yaml", model_dir)
+    with node_and_probe(params, ros_context) as (probe, process):
+        probe.subscribe("headpose/transition_event", TransitionEvent)
+        assert probe.spin_until(
+            lambda: probe.node.count_publishers("/test/headpose/transition_event") > 0, 10.0
+        )
+        probe.spin_until(lambda: False, 0.5)  # let the subscription match before stopping
+        process.send_signal(stop_signal)
+        assert probe.spin_until(
+            lambda: any(
+                e.goal_state.id == State.PRIMARY_STATE_FINALIZED
+                for e in probe.received["headpose/transition_event"]
+            ),
+            20.0,
+        ), node_output(process)
+        assert process.wait(timeout=20) == 0

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
+from headpose_ros.core.geometry import quaternion_to_rotation
 from headpose_ros.messages import rosbags_factory
 from headpose_ros.tools import run_bag
 from headpose_ros.tools.annotations import read_pts
-from headpose_ros.tools.bag_messages import build_typestore, quaternion_to_rotation
+from headpose_ros.tools.bag_messages import build_typestore
 
 # Fixtures shared with the other model-using test modules (see model_factory).
 model_dir = model_factory.model_dir

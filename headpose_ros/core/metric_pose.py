@@ -39,12 +39,15 @@ class CameraModel:
     matrix: np.ndarray
     distortion: np.ndarray
 
+    def normalised(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 2) normalised image coordinates (x/z, y/z of the ray) of pixels, undistorted."""
+        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+        return cv2.undistortPoints(points, self.matrix, self.distortion).reshape(-1, 2)
+
     def bearing(self, pixel: np.ndarray) -> np.ndarray:
         """Return the unit ray in the optical frame through an image pixel (distortion removed)."""
-        undistorted = cv2.undistortPoints(
-            np.asarray(pixel, dtype=np.float64).reshape(1, 1, 2), self.matrix, self.distortion
-        ).reshape(2)
-        ray = np.array([undistorted[0], undistorted[1], 1.0])
+        x, y = self.normalised(pixel)[0]
+        ray = np.array([x, y, 1.0])
         return ray / np.linalg.norm(ray)
 
 

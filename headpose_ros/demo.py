@@ -83,8 +83,8 @@ def demo_camera_info(
     """
     matrix = [[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]]
     header = Header(frame_id=frame_id, stamp=time_message(rclpy_factory, stamp_ns))
-    camera = camera_from_intrinsics(np.array(matrix), np.zeros(5))
-    return camera_info_message(rclpy_factory, header, camera, width, height)
+    camera = camera_from_intrinsics(np.array(matrix), np.zeros(5), size=(width, height))
+    return camera_info_message(rclpy_factory, header, camera)
 
 
 @dataclass

@@ -28,7 +28,11 @@ import numpy as np
 
 from headpose_ros.core.config import SettingSpec
 from headpose_ros.core.geometry import rotation_to_quaternion
-from headpose_ros.core.image_codec import decode_compressed_image, decode_raw_image
+from headpose_ros.core.image_codec import (
+    DEFAULT_MAX_PIXELS,
+    decode_compressed_image,
+    decode_raw_image,
+)
 from headpose_ros.core.metric_pose import CameraModel, camera_from_intrinsics
 from headpose_ros.core.pipeline import FaceResult, FrameResult
 from headpose_ros.core.visualization import MarkerSpec, marker_specs
@@ -138,6 +142,13 @@ class CompressedImageFields(Protocol):
     data: Any
 
 
+class _RegionOfInterest(Protocol):
+    x_offset: int
+    y_offset: int
+    width: int
+    height: int
+
+
 class CameraInfoFields(Protocol):
     """The fields of sensor_msgs/CameraInfo that intrinsics are built from."""
 
@@ -147,6 +158,9 @@ class CameraInfoFields(Protocol):
     distortion_model: str
     d: Sequence[float]
     k: Sequence[float]
+    binning_x: int
+    binning_y: int
+    roi: _RegionOfInterest
 
 
 class _Box(Protocol):
@@ -200,13 +214,16 @@ def rclpy_image_message(header: Any, image_bgr: np.ndarray) -> Any:
     return message
 
 
-def image_from_message(message: RawImageFields | CompressedImageFields) -> np.ndarray:
+def image_from_message(
+    message: RawImageFields | CompressedImageFields, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
     """sensor_msgs/Image or CompressedImage -> HxWx3 uint8 BGR (inverse of the above).
 
-    Raises :class:`~headpose_ros.core.image_codec.ImageDecodeError` with the reason.
+    Images declaring more than ``max_pixels`` are refused before anything is decoded. Raises
+    :class:`~headpose_ros.core.image_codec.ImageDecodeError` with the reason.
     """
     if hasattr(message, "format"):
-        return decode_compressed_image(message.format, message.data)
+        return decode_compressed_image(message.format, message.data, max_pixels)
     return decode_raw_image(
         message.encoding,
         int(message.height),
@@ -214,21 +231,20 @@ def image_from_message(message: RawImageFields | CompressedImageFields) -> np.nd
         int(message.step),
         bool(message.is_bigendian),
         message.data,
+        max_pixels,
     )
 
 
 # ------------------------------------------------------------------ camera intrinsics
-def camera_info_message(
-    make: MessageFactory, header: Any, camera: CameraModel, width: int, height: int
-) -> Any:
-    """sensor_msgs/CameraInfo of intrinsics for ``width`` x ``height`` images (plumb_bob)."""
+def camera_info_message(make: MessageFactory, header: Any, camera: CameraModel) -> Any:
+    """sensor_msgs/CameraInfo of intrinsics (for images of the camera's size, no ROI)."""
     k = np.asarray(camera.matrix, dtype=np.float64)
     return make(
         "sensor_msgs/msg/CameraInfo",
         header=header,
-        width=int(width),
-        height=int(height),
-        distortion_model="plumb_bob",
+        width=int(camera.width),
+        height=int(camera.height),
+        distortion_model=camera.model,
         d=np.asarray(camera.distortion, dtype=np.float64),
         k=k.ravel(),
         r=np.eye(3).ravel(),
@@ -239,11 +255,19 @@ def camera_info_message(
 def camera_from_info(message: CameraInfoFields) -> CameraModel:
     """CameraInfo -> validated intrinsics (inverse of :func:`camera_info_message`).
 
-    Raises :class:`~headpose_ros.core.metric_pose.IntrinsicsError` with the reason (an all-zero
-    K is what an uncalibrated driver sends).
+    The distortion model, the calibrated size, binning and region of interest are all taken
+    into account; the result describes the images the driver sends. Raises
+    :class:`~headpose_ros.core.metric_pose.IntrinsicsError` with the reason (an all-zero K is
+    what an uncalibrated driver sends; an unknown distortion model is refused).
     """
+    roi = message.roi
     return camera_from_intrinsics(
-        np.asarray(message.k, dtype=np.float64), np.asarray(message.d, dtype=np.float64)
+        np.asarray(message.k, dtype=np.float64),
+        np.asarray(message.d, dtype=np.float64),
+        str(message.distortion_model),
+        size=(int(message.width), int(message.height)),
+        binning=(int(message.binning_x), int(message.binning_y)),
+        roi=(int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)),
     )
 
 
@@ -522,11 +546,17 @@ _PARAMETER_TYPES = {bool: 1, int: 2, float: 3, str: 4}
 
 
 def parameter_descriptor(make: MessageFactory, spec: SettingSpec) -> Any:
-    """rcl_interfaces/ParameterDescriptor carrying a setting's description and allowed values."""
+    """rcl_interfaces/ParameterDescriptor carrying a setting's description and allowed values.
+
+    ``dynamic_typing`` is set: the type check is left to the node's own, clearer one.
+    """
     fields: dict[str, Any] = {
         "name": spec.name,
         "type": _PARAMETER_TYPES[spec.type],
         "description": spec.description,
+        # The node checks types itself, to name the parameter and say the types in words
+        # (rclpy's own message is "expected '3' got '4'").
+        "dynamic_typing": True,
     }
     ranges = {
         int: ("integer_range", "IntegerRange"),

@@ -1,7 +1,8 @@
 """The headpose_ros lifecycle node: camera images in, faces with head pose out.
 
 A thin adapter: estimation lives in :mod:`headpose_ros.core`, message conversions in
-:mod:`headpose_ros.messages`, frame intake, counters and the health policy in
+:mod:`headpose_ros.messages`, what happens to each input message in
+:mod:`headpose_ros.frame_intake`, counters and the health policy in
 :mod:`headpose_ros.node_support` (all without ROS); this wires them to topics, parameters and
 the lifecycle. *configure* validates the parameters, loads the models (failing with a message
 naming the bad file) and creates the lifecycle publishers; *activate* enables them and starts
@@ -35,6 +36,7 @@ from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.pipeline import HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
 from headpose_ros.dds_profile import use_large_image_profile
+from headpose_ros.frame_intake import FrameIntake, ProcessedFrame
 from headpose_ros.messages import (
     OUTPUT_TOPICS,
     frame_messages,
@@ -42,13 +44,17 @@ from headpose_ros.messages import (
     rclpy_factory,
     rclpy_image_message,
 )
-from headpose_ros.node_config import NodeConfig, all_settings, configs_from_parameters
+from headpose_ros.node_config import (
+    NodeConfig,
+    all_settings,
+    configs_from_parameters,
+    parameter_change_problem,
+)
 from headpose_ros.node_support import (
     ForwardingLogHandler,
-    FrameIntake,
     FrameWorker,
     NodeStats,
-    ProcessedFrame,
+    ReasonLog,
     health_report,
 )
 
@@ -68,16 +74,20 @@ class HeadPoseNode(LifecycleNode):
     """Lifecycle node estimating head pose, landmarks, visibility and attention per face."""
 
     def __init__(self, node_name: str = "headpose", **kwargs: Any) -> None:
-        super().__init__(node_name, **kwargs)
+        # Undeclared names reach the callback below, which rejects them naming them.
+        super().__init__(node_name, allow_undeclared_parameters=True, **kwargs)
         core_logger = logging.getLogger("headpose_ros")
         core_logger.setLevel(logging.INFO)
         core_logger.addHandler(ForwardingLogHandler(self.get_logger()))
         core_logger.propagate = False
+        # The frame intake reports the estimator's events (each distinct reason, then counts).
+        logging.getLogger("headpose_ros.core.pipeline").setLevel(logging.ERROR)
         self._specs = {spec.name: spec for spec in all_settings()}
         for spec in self._specs.values():
             self.declare_parameter(
                 spec.name, spec.default, parameter_descriptor(rclpy_factory, spec)
             )
+        configs_from_parameters(self._current_values())  # ConfigError names a bad one
         self.add_on_set_parameters_callback(self._validate_parameter_change)
         self.settings = NodeConfig()
         self.estimator: HeadPoseEstimator | None = None
@@ -88,7 +98,6 @@ class HeadPoseNode(LifecycleNode):
         self._stats = NodeStats()
         self._intake: FrameIntake | None = None
         self._shown_ids: set[str] = set()
-        self._warned: set[str] = set()
         self.finalized = False
 
     # ----------------------------------------------------------------- parameters
@@ -96,14 +105,10 @@ class HeadPoseNode(LifecycleNode):
         return {name: self.get_parameter(name).value for name in self._specs}
 
     def _validate_parameter_change(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Reject invalid values with the schema's reason; valid ones apply at next configure."""
-        values = self._current_values()
-        values.update({p.name: p.value for p in parameters if p.name in self._specs})
-        try:
-            configs_from_parameters(values)
-        except ConfigError as error:
-            return SetParametersResult(successful=False, reason=str(error))
-        return SetParametersResult(successful=True)
+        """Reject invalid values naming the parameter; valid ones apply at next configure."""
+        changes = {parameter.name: parameter.value for parameter in parameters}
+        problem = parameter_change_problem(self._current_values(), changes, self._specs)
+        return SetParametersResult(successful=problem is None, reason=problem or "")
 
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -142,18 +147,19 @@ class HeadPoseNode(LifecycleNode):
             else ReliabilityPolicy.BEST_EFFORT,
         )
         self._stats, self._shown_ids = NodeStats(), set()
-        self._intake = FrameIntake(
-            self.estimator, settings, self._stats, self._publish, self._warn_once
-        )
+        log = ReasonLog(self.get_logger().warning)
+        self._intake = FrameIntake(self.estimator, settings, self._stats, self._publish, log)
         self._worker = FrameWorker(self._intake.handle, self._intake.failed)
         image_type, image_topic = (
             (CompressedImage, "image/compressed")
             if settings.transport == "compressed"
             else (Image, "image")
         )
+        # CameraInfo first: when it and its image are ready together, the executor takes it
+        # in creation order, so the image is estimated with its own intrinsics.
         self._entities = [
-            self.create_subscription(image_type, image_topic, self._worker.mailbox.put, qos),
             self.create_subscription(CameraInfo, "camera_info", self._intake.on_camera_info, qos),
+            self.create_subscription(image_type, image_topic, self._worker.mailbox.put, qos),
             self.create_timer(self.settings.diagnostics.period_s, self._publish_diagnostics),
         ]
         if settings.external_boxes:
@@ -208,12 +214,6 @@ class HeadPoseNode(LifecycleNode):
             return None
         return TransformBroadcaster(self)
 
-    # ----------------------------------------------------------------- inputs
-    def _warn_once(self, key: str, message: str) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.get_logger().warning(f"{message} (logged once; further cases are counted)")
-
     # ----------------------------------------------------------------- outputs
     def _publish(self, processed: ProcessedFrame) -> None:
         header, frame = processed.header, processed.frame
@@ -222,7 +222,7 @@ class HeadPoseNode(LifecycleNode):
             header,
             frame,
             self.estimator.manifest.landmark_scheme,
-            processed.camera,
+            frame.camera,
             self._shown_ids,
             topics=self._outputs.keys() & set(OUTPUT_TOPICS),
             transforms=self._tf_broadcaster is not None,
@@ -240,9 +240,7 @@ class HeadPoseNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         """Periodic health report; the levels come from the thresholds (node_support)."""
         arrived, dropped = self._worker.mailbox.counts() if self._worker else (0, 0)
-        extra = {}
-        if self.estimator is not None:
-            extra = {"device": self.estimator.device, "model": self.estimator.manifest.name}
+        extra = self._intake.describe() if self._intake is not None else {}
         report = health_report(
             self._stats.end_period(), arrived, dropped, self.settings.diagnostics, extra
         )
@@ -270,7 +268,7 @@ def main(args: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         node = HeadPoseNode()
-    except (ParameterException, InvalidParameterValueException) as error:
+    except (ParameterException, InvalidParameterValueException, ConfigError) as error:
         # A parameter file or override outside the declared type or range.
         rclpy.logging.get_logger("headpose").fatal(f"invalid parameter: {error}")
         rclpy.try_shutdown()

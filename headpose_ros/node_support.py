@@ -1,20 +1,21 @@
-"""What the ROS node does that needs no ROS: frame intake, counters and the health policy.
+"""What the ROS node does that needs no ROS: frame hand-over, counters and health policy.
 
 The node (:mod:`headpose_ros.node`) only wires these to topics, timers and the lifecycle, so
 they are tested as plain Python (``test/test_node_support.py``): the one-slot
-:class:`Mailbox` between the subscription callbacks and the worker, :class:`FrameIntake` (one
-input message to an estimated frame: decoding, camera intrinsics, upstream boxes, counting
-every rejection), the :class:`NodeStats` behind ``/diagnostics`` and the policy that turns
-them into a level and a summary (:func:`health_report`), and the bridge from the core's
-Python logging to the node's logger (:class:`ForwardingLogHandler`). This module imports no
-rclpy and no message package (``test/test_core_has_no_ros.py`` checks it); messages come in
-duck-typed, read by :mod:`headpose_ros.messages`.
+:class:`Mailbox` and the :class:`FrameWorker` thread that empties it, the :class:`NodeStats`
+behind ``/diagnostics`` and the policy that turns them into a level and a summary
+(:func:`health_report`), the :class:`ReasonLog` that describes each distinct problem once and
+then counts it, and the bridge from the core's Python logging to the node's logger
+(:class:`ForwardingLogHandler`). What happens to one input message is
+:mod:`headpose_ros.frame_intake`. Neither imports rclpy or a message package
+(``test/test_core_has_no_ros.py`` checks it).
 """
 
 from __future__ import annotations
 
 import collections
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,27 +25,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from headpose_ros.core.image_codec import ImageDecodeError
-from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError
-from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
-from headpose_ros.messages import (
-    camera_from_info,
-    face_boxes_from_message,
-    image_from_message,
-    stamp_ns,
-)
-from headpose_ros.node_config import DiagnosticsConfig, InputConfig
+from headpose_ros.node_config import DiagnosticsConfig
 
 __all__ = [
     "ForwardingLogHandler",
-    "FrameIntake",
     "FrameWorker",
     "HealthReport",
     "Level",
     "Mailbox",
     "NodeStats",
     "PeriodSnapshot",
-    "ProcessedFrame",
+    "ReasonLog",
     "health_report",
 ]
 
@@ -269,125 +260,47 @@ def health_report(
     return HealthReport(level, summary, {k: str(v) for k, v in values.items()})
 
 
-class _ExternalBoxes:
-    """Face boxes from an upstream detector, kept briefly and matched to images by stamp."""
+class ReasonLog:
+    """Log each distinct problem once, then how often it recurred, at most every ``period_s``.
 
-    def __init__(self, keep: int = 30) -> None:
-        self._lock = threading.Lock()
-        self._entries: collections.deque[tuple[int, np.ndarray, np.ndarray]] = collections.deque(
-            maxlen=keep
-        )
-
-    def add(self, stamp: int, boxes: np.ndarray, scores: np.ndarray) -> None:
-        with self._lock:
-            self._entries.append((stamp, boxes, scores))
-
-    def nearest(self, stamp: int, max_age_ns: float) -> tuple[np.ndarray, np.ndarray] | None:
-        with self._lock:
-            candidates = [entry for entry in self._entries if abs(entry[0] - stamp) <= max_age_ns]
-        if not candidates:
-            return None
-        _, boxes, scores = min(candidates, key=lambda entry: abs(entry[0] - stamp))
-        return boxes, scores
-
-
-@dataclass(frozen=True)
-class ProcessedFrame:
-    """An estimated frame and what publishing it needs: header, intrinsics used, the image."""
-
-    header: Any
-    frame: FrameResult
-    camera: CameraModel | None
-    image: np.ndarray
-
-
-class FrameIntake:
-    """One input message to an estimated, published frame, every rejection counted.
-
-    Called from the subscription callbacks (CameraInfo, upstream boxes) and the worker
-    (images, :meth:`handle`); ``publish`` sends a frame's results, ``warn(key, message)`` logs
-    a problem once per key.
+    "Distinct" is the message with its numbers blanked out, within a ``kind`` (image,
+    camera_info, event...): a second unsupported encoding, or another reason to refuse a
+    CameraInfo, is described when it first happens, however many problems of its kind came
+    before. Beyond ``max_reasons`` distinct ones (a stream of random garbage) new reasons
+    are only counted, so the log cannot be flooded.
     """
 
     def __init__(
         self,
-        estimator: HeadPoseEstimator,
-        settings: InputConfig,
-        stats: NodeStats,
-        publish: Callable[[ProcessedFrame], None],
-        warn: Callable[[str, str], None],
+        sink: Callable[[str], Any],
+        period_s: float = 10.0,
+        max_reasons: int = 100,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._estimator = estimator
-        self._settings = settings
-        self._stats = stats
-        self._publish = publish
-        self._warn = warn
-        # Replaced as a whole by the CameraInfo callback, read as a whole by the worker.
-        self._camera: tuple[CameraModel | None, str] = (None, "")
-        self._boxes = _ExternalBoxes()
+        self._sink, self._period_s, self._max = sink, period_s, max_reasons
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], list[float | int]] = {}  # key -> [last logged, count]
 
-    def on_camera_info(self, message: Any) -> None:
-        """Keep the latest valid intrinsics; invalid ones disable metric pose until fixed."""
-        try:
-            camera = camera_from_info(message)
-        except IntrinsicsError as error:
-            self._warn("bad_camera_info", f"camera_info ignored: {error}")
-            self._stats.count("camera_info messages rejected")
-            camera = None
-        self._camera = (camera, message.header.frame_id)
-
-    def on_face_boxes(self, message: Any) -> None:
-        """Keep an upstream FaceArray's boxes for the image with the nearest stamp."""
-        self._boxes.add(stamp_ns(message.header), *face_boxes_from_message(message))
-
-    def handle(self, message: Any) -> None:
-        """Decode, estimate and publish one Image/CompressedImage, or count why not."""
-        started = time.perf_counter()
-        processed = self._process(message)
-        if processed is not None:
-            self._publish(processed)
-            latency_ms = (time.perf_counter() - started) * 1e3
-            self._stats.frame_processed(len(processed.frame.faces), latency_ms)
-
-    def failed(self, error: Exception) -> None:
-        """Count and report a frame that raised (a bug; the worker goes on with the next)."""
-        self._stats.frame_rejected("processing_error")
-        name = type(error).__name__
-        self._warn(f"error:{name}", f"frame failed: {name}: {error}")
-
-    def _process(self, message: Any) -> ProcessedFrame | None:
-        self._stats.frame_taken()
-        camera, camera_frame = self._camera
-        try:
-            image = image_from_message(message)
-        except ImageDecodeError as error:
-            self._stats.frame_rejected("bad_image")
-            self._warn("bad_image", f"image rejected: {error}")
-            return None
-        header = message.header
-        if camera is not None and camera_frame and camera_frame != header.frame_id:
-            self._warn(
-                "frame_mismatch",
-                f"camera_info frame '{camera_frame}' differs from image frame '{header.frame_id}'",
-            )
-        stamp = stamp_ns(header)
-        boxes, scores = self._boxes_for(stamp)
-        frame = self._estimator.estimate(
-            image, stamp, camera=camera, boxes=boxes, box_scores=scores
-        )
-        if frame.skip_reason is not None:
-            self._stats.frame_rejected(frame.skip_reason)
-            return None
-        return ProcessedFrame(header, frame, camera, image)
-
-    def _boxes_for(self, stamp: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        if not self._settings.external_boxes:
-            return None, None
-        found = self._boxes.nearest(stamp, self._settings.external_boxes_max_age_s * 1e9)
-        if found is None:
-            self._stats.count("frames without external boxes")
-            return np.zeros((0, 4)), np.zeros(0)
-        return found
+    def report(self, kind: str, message: str) -> None:
+        """One occurrence of a problem: logged now if new or due, otherwise counted."""
+        now = self._clock()
+        key = (kind, re.sub(r"\d+(\.\d+)?", "#", message))
+        with self._lock:
+            if key not in self._seen and len(self._seen) >= self._max:
+                key = (kind, "")
+                message = f"{kind}: more than {self._max} distinct problems; new ones are counted"
+            entry = self._seen.get(key)
+            if entry is None:
+                self._seen[key] = [now, 0]
+                line = f"{message} (first time; repeats are counted in /diagnostics)"
+            else:
+                entry[1] += 1
+                if now - entry[0] < self._period_s:
+                    return
+                line = f"{message} (again, {entry[1]} time(s) in the last {now - entry[0]:.0f} s)"
+                entry[:] = [now, 0]
+        self._sink(line)
 
 
 class _Logger(Protocol):

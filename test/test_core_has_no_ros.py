@@ -6,7 +6,7 @@ modules, nothing else. So a new ROS package (``rcl_interfaces``, ``launch_ros``,
 ``message_filters``, ...) cannot slip through a list of names to refuse, and neither can the
 layers above the core (node, messages, tools), however they are imported: absolutely,
 relatively (``from ..messages import``) or by name (``importlib.import_module("rclpy")``).
-The node's ROS-free support module is held to the ROS half of the rule.
+The node's ROS-free modules are held to the ROS half of the rule.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ CORE_DIR = PACKAGE_DIR / "core"
 #: Third-party packages the core may import (runtime dependencies of the ROS-free core).
 CORE_THIRD_PARTY = frozenset({"numpy", "cv2", "onnxruntime", "numba", "mediapipe"})
 #: Modules outside the core that must not import ROS either (checked with ROS_MARKERS).
-ROS_FREE_MODULES = ("headpose_ros.node_support",)
+ROS_FREE_MODULES = ("headpose_ros.node_support", "headpose_ros.frame_intake")
 #: How a ROS module is recognised for ROS_FREE_MODULES (these may import other third parties).
 ROS_ROOTS = frozenset(
     {"rclpy", "launch", "launch_ros", "message_filters", "cv_bridge", "ament_index_python"}

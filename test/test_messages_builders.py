@@ -206,13 +206,16 @@ def test_compressed_image_message_decodes_by_signature() -> None:
 def test_camera_info_round_trips(library: str) -> None:
     make = rclpy_factory if library == "rclpy" else rosbags_factory(build_typestore())
     k = np.array([[600.0, 0.0, 330.0], [0.0, 610.0, 235.0], [0.0, 0.0, 1.0]])
-    camera = camera_from_intrinsics(k, np.array([0.1, -0.05, 0.001, 0.002, 0.01]))
+    camera = camera_from_intrinsics(
+        k, np.array([0.1, -0.05, 0.001, 0.002, 0.01]), "plumb_bob", size=(640, 480)
+    )
     header = make("std_msgs/msg/Header", frame_id="cam")
-    message = camera_info_message(make, header, camera, 640, 480)
+    message = camera_info_message(make, header, camera)
     assert (message.width, message.height, message.distortion_model) == (640, 480, "plumb_bob")
     back = camera_from_info(message)
     np.testing.assert_array_equal(back.matrix, camera.matrix)
     np.testing.assert_array_equal(back.distortion, camera.distortion)
+    assert (back.model, back.width, back.height) == ("plumb_bob", 640, 480)
     message.k = np.zeros(9)
     with pytest.raises(IntrinsicsError, match="focal lengths must be positive"):
         camera_from_info(message)

@@ -1,28 +1,18 @@
-"""The node's ROS-free parts: mailbox, worker, counters, health policy and frame intake."""
+"""The node's ROS-free parts: mailbox, worker, counters, health policy, reason log."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
-import numpy as np
-import pytest
-from sensor_msgs.msg import Image
-
-from headpose_ros.core.config import config_from_flat
-from headpose_ros.core.pipeline import HeadPoseEstimator
-from headpose_ros.demo import astronaut_frame, demo_camera_info, image_message
-from headpose_ros.messages import rclpy_factory
-from headpose_ros.node_config import DiagnosticsConfig, InputConfig
+from headpose_ros.node_config import DiagnosticsConfig
 from headpose_ros.node_support import (
     ForwardingLogHandler,
-    FrameIntake,
     FrameWorker,
     Level,
     Mailbox,
     NodeStats,
-    ProcessedFrame,
+    ReasonLog,
     health_report,
 )
 
@@ -147,77 +137,21 @@ def test_log_records_reach_the_right_level() -> None:
     assert target.lines == [("info", "one"), ("warning", "two"), ("error", "three")]
 
 
-@pytest.fixture(scope="module")
-def estimator(model_dir: Path) -> HeadPoseEstimator:
-    config = config_from_flat(
-        {
-            "inference.model_dir": str(model_dir),
-            "inference.threads": 1,
-            "tracking.deterministic_ids": True,
-        }
-    )
-    estimator = HeadPoseEstimator(config)
-    yield estimator
-    estimator.close()
-
-
-class Intake:
-    """A FrameIntake with its published frames and warnings collected."""
-
-    def __init__(self, estimator: HeadPoseEstimator, settings: InputConfig) -> None:
-        estimator.reset()
-        self.stats = NodeStats()
-        self.published: list[ProcessedFrame] = []
-        self.warnings: dict[str, str] = {}
-        self.intake = FrameIntake(
-            estimator, settings, self.stats, self.published.append, self.warnings.setdefault
-        )
-
-    def counts(self) -> dict[str, int]:
-        snapshot = self.stats.end_period()
-        return {**snapshot.totals, **snapshot.rejected, **snapshot.events}
-
-
-def test_intake_rejects_bad_images_and_publishes_good_ones(estimator: HeadPoseEstimator) -> None:
-    intake = Intake(estimator, InputConfig())
-    intake.intake.handle(Image(height=4, width=4, encoding="xyz16", step=8, data=bytes(32)))
-    assert intake.published == [] and "xyz16" in intake.warnings["bad_image"]
-    intake.intake.handle(image_message(astronaut_frame(), 2 * SECOND))
-    (processed,) = intake.published
-    assert processed.frame.timestamp_ns == 2 * SECOND and len(processed.frame.faces) == 1
-    assert processed.camera is None and not processed.frame.faces[0].metric
-    assert intake.counts() == {"taken": 2, "processed": 1, "bad_image": 1}
-
-
-def test_intake_uses_valid_camera_info_and_counts_invalid(estimator: HeadPoseEstimator) -> None:
-    intake = Intake(estimator, InputConfig())
-    intake.intake.on_camera_info(demo_camera_info(SECOND))
-    intake.intake.handle(image_message(astronaut_frame(), SECOND))
-    assert intake.published[-1].camera is not None
-    assert intake.published[-1].frame.faces[0].metric
-    broken = demo_camera_info(2 * SECOND)
-    broken.k = np.zeros(9)
-    intake.intake.on_camera_info(broken)
-    intake.intake.handle(image_message(astronaut_frame(), 2 * SECOND))
-    assert intake.published[-1].camera is None
-    assert not intake.published[-1].frame.faces[0].metric
-    assert intake.counts()["camera_info messages rejected"] == 1
-    assert "focal lengths must be positive" in intake.warnings["bad_camera_info"]
-
-
-def test_intake_matches_upstream_boxes_by_stamp(estimator: HeadPoseEstimator) -> None:
-    intake = Intake(estimator, InputConfig(external_boxes=True, external_boxes_max_age_s=0.1))
-    box = rclpy_factory(
-        "headpose_msgs/msg/BoundingBox2D", center_x=294.0, center_y=165.0, size_x=90.0, size_y=90.0
-    )
-    boxes = rclpy_factory(
-        "headpose_msgs/msg/FaceArray",
-        faces=[rclpy_factory("headpose_msgs/msg/Face", box=box, detection_score=0.625)],
-    )
-    boxes.header.stamp.sec = 3
-    intake.intake.on_face_boxes(boxes)
-    intake.intake.handle(image_message(astronaut_frame(), 5 * SECOND))  # 2 s away: not used
-    assert intake.published[-1].frame.faces == []
-    intake.intake.handle(image_message(astronaut_frame(), 3 * SECOND + 50_000_000))
-    assert [f.score for f in intake.published[-1].frame.faces] == [0.625]
-    assert intake.counts()["frames without external boxes"] == 1
+def test_reason_log_describes_each_distinct_reason_then_counts() -> None:
+    clock, lines = FakeClock(), []
+    log = ReasonLog(lines.append, period_s=10.0, max_reasons=3, clock=clock)
+    log.report("image", "unsupported encoding 'xyz16'")
+    log.report("image", "unsupported encoding 'abc'")  # another reason of the same kind
+    for size in range(5):  # the same reason with other numbers: counted, not logged
+        log.report("image", f"data holds {size} bytes")
+    assert [line.split(" (")[0] for line in lines] == [
+        "unsupported encoding 'xyz16'",
+        "unsupported encoding 'abc'",
+        "data holds 0 bytes",
+    ]
+    clock.now += 11.0
+    log.report("image", "data holds 9 bytes")
+    assert lines[-1] == "data holds 9 bytes (again, 5 time(s) in the last 11 s)"
+    log.report("image", "a fourth reason")  # beyond max_reasons: one line, then counted
+    log.report("image", "a fifth reason")
+    assert lines[-1].startswith("image: more than 3 distinct problems") and len(lines) == 5

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import cv2
+import hostile
 import model_factory
 import numpy as np
 import pytest
@@ -177,3 +178,41 @@ def test_a_missed_annotated_face_is_counted_not_scored(
         assert summary["missed"] == 1 and summary["mean"] is None
     else:
         assert record["nme"] < 0.2 and summary["faces"] == 1
+
+
+def test_bomb_files_are_refused_before_decoding(
+    data_300w: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    clean, bombs = tmp_path / "clean", tmp_path / "bombs"
+    for folder in (clean, bombs):
+        folder.mkdir()
+        shutil.copy(sorted((data_300w / "helen_test").glob("*.jpg"))[0], folder)
+    (bombs / "png_bomb.png").write_bytes(hostile.png_bomb(50_000, 50_000))
+    (bombs / "jpeg_bomb.jpg").write_bytes(hostile.jpeg_bomb(50_000, 50_000, progressive=True))
+    for kind in ("bmp", "tiff", "webp", "ppm"):
+        (bombs / f"{kind}_bomb.{kind}").write_bytes(hostile.other_bomb(kind, 40_000, 30_000))
+    common = ["--model-dir", str(model_dir), "--no-annotate"]
+    clean_peak, _ = hostile.peak_rss_of_tool(
+        "run_media", str(clean), "--output-dir", str(tmp_path / "a"), *common
+    )
+    bomb_peak, output = hostile.peak_rss_of_tool(
+        "run_media", str(bombs), "--output-dir", str(tmp_path / "b"), *common
+    )
+    print(
+        f"\nheadpose_run peak RSS: {clean_peak / 2**20:.0f} MB clean, "
+        f"{bomb_peak / 2**20:.0f} MB with six bombs"
+    )
+    assert bomb_peak - clean_peak < 200 * 2**20
+    records = {r["source"]: r for r in read_jsonl(tmp_path / "b" / "results.jsonl")}
+    assert len(records) == 7
+    for name, record in records.items():
+        if "bomb" in name:
+            assert record["status"] == "unreadable_image", name
+            assert (
+                "max_image_pixels" in record["skip_detail"]
+                and "not decoded" in record["skip_detail"]
+            )
+        else:
+            assert record["status"] == "ok" and record["faces"]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["frames_by_status"] == {"ok": 1, "unreadable_image": 6}

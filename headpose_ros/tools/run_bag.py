@@ -250,6 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         storage = args.storage if args.storage != "same" else _storage_of(args.bag)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         camera = fixed_camera
+        no_camera = "" if fixed_camera is not None else "no camera_info (yet)"
         shown_ids: set[str] = set()
         index = 0
         # Bag format 8 is read by every ROS 2 release from Iron on (9 needs Jazzy or later).
@@ -278,7 +279,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for conn, bag_time, raw in reader.messages():
                 bag_out.write(copies[conn.id], bag_time, raw)
                 if info_conn is not None and conn.id == info_conn.id and fixed_camera is None:
-                    camera = _camera_or_none(store.deserialize_cdr(raw, CAMERA_INFO), estimator)
+                    info = store.deserialize_cdr(raw, CAMERA_INFO)
+                    camera, no_camera = _camera_or_reason(info, estimator)
                 elif gt_conn is not None and conn.id == gt_conn.id:
                     ground_truth.add(store.deserialize_cdr(raw, conn.msgtype), conn.msgtype)
                 if conn.id != image_conn.id:
@@ -286,15 +288,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress.update(1)
                 try:
                     msg = store.deserialize_cdr(raw, conn.msgtype)
-                    image = image_from_message(msg)
+                    image = image_from_message(msg, config.max_image_pixels)
                 except (ImageDecodeError, ValueError, AssertionError, IndexError) as error:
                     estimator.counters["skip:unreadable_image"] += 1
+                    estimator.counters[f"unreadable:{getattr(error, 'reason', 'message')}"] += 1
                     writer.write_unreadable(index, conn.topic, bag_time, str(error))
                     index += 1
                     continue
                 stamp = stamp_ns(msg.header) or bag_time
                 frame = estimator.estimate(image, stamp, camera)
-                writer.write(index, conn.topic, frame)
+                writer.write(index, conn.topic, frame, {"no_intrinsics_because": no_camera})
                 index += 1
                 if frame.skip_reason:
                     continue
@@ -304,7 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     msg.header,
                     frame,
                     estimator.manifest.landmark_scheme,
-                    camera,
+                    frame.camera,
                     shown_ids,
                     topics=outputs.keys(),
                 )
@@ -339,13 +342,14 @@ def _storage_of(bag: Path) -> str:
     return "mcap" if any(path.suffix == ".mcap" for path in bag.iterdir()) else "sqlite3"
 
 
-def _camera_or_none(info: Any, estimator: HeadPoseEstimator) -> CameraModel | None:
-    """Latest CameraInfo as intrinsics; invalid ones are counted and give orientation only."""
+def _camera_or_reason(info: Any, estimator: HeadPoseEstimator) -> tuple[CameraModel | None, str]:
+    """Latest CameraInfo as intrinsics, or ``None`` and why (counted; orientation only then)."""
     try:
-        return camera_from_info(info)
-    except IntrinsicsError:
+        return camera_from_info(info), ""
+    except IntrinsicsError as error:
         estimator.counters["event:invalid_intrinsics"] += 1
-        return None
+        estimator.counters[f"camera_info_rejected:{error.reason}"] += 1
+        return None, f"camera_info rejected: {error}"
 
 
 def _write_markdown(path: Path, summary: dict[str, Any]) -> None:

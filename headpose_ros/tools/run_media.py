@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from headpose_ros.core.config import config_to_flat
+from headpose_ros.core.image_codec import ImageDecodeError, decode_compressed_image
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
@@ -57,10 +58,14 @@ def _image_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_images(files: list[Path], fps: float) -> Iterator[InputFrame]:
+def _read_images(files: list[Path], fps: float, max_pixels: int) -> Iterator[InputFrame]:
+    """Image files, decoded only after their header's size passed ``max_pixels``."""
     for index, file in enumerate(files):
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        error = "" if image is not None else f"cannot decode {file.name}"
+        image, error = None, ""
+        try:
+            image = decode_compressed_image(file.suffix, file.read_bytes(), max_pixels)
+        except (ImageDecodeError, OSError) as problem:
+            error = f"cannot decode {file.name}: {problem}"
         yield InputFrame(index, file.name, image, int(round(index * 1e9 / fps)), error, file)
 
 
@@ -126,14 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None, bool, float]:
-    """Frame iterator, frame count if known, whether frames are a sequence, and the frame rate."""
+def _frames(
+    args: argparse.Namespace, max_pixels: int
+) -> tuple[Iterator[InputFrame], int | None, bool, float]:
+    """Frame iterator, frame count if known, whether frames are a sequence, and the frame rate.
+
+    A video or camera whose frames exceed ``max_pixels`` is refused before the first frame.
+    """
     source = str(args.source)
     path = Path(source)
     if source.isdigit() and not path.exists():
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
             raise FileNotFoundError(f"camera {source} cannot be opened")
+        _check_video_size(capture, f"camera {source}", max_pixels)
         return (
             _read_video(capture, f"camera{source}", args.max_frames),
             None,
@@ -146,14 +157,15 @@ def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None,
             files = files[: args.max_frames]
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-        return _read_images(files, args.fps), len(files), args.sequence, args.fps
+        return _read_images(files, args.fps, max_pixels), len(files), args.sequence, args.fps
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_images([path], args.fps), 1, False, args.fps
+        return _read_images([path], args.fps, max_pixels), 1, False, args.fps
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise FileNotFoundError(f"{path} is neither an image nor a video OpenCV can open")
+    _check_video_size(capture, str(path), max_pixels)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if count and args.max_frames > 0:
         count = min(count, args.max_frames)
@@ -165,11 +177,22 @@ def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None,
     )
 
 
+def _check_video_size(capture: cv2.VideoCapture, name: str, max_pixels: int) -> None:
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_pixels:
+        capture.release()
+        raise ImageDecodeError(
+            f"{name} has {width}x{height} frames, above max_image_pixels = {max_pixels}",
+            "image_too_large",
+        )
+
+
 def run(args: argparse.Namespace) -> dict:
     """Process the source; return the summary."""
     config = config_from_arguments(args)
     camera = camera_from_arguments(args)
-    frames, total, sequence, fps = _frames(args)
+    frames, total, sequence, fps = _frames(args, config.max_image_pixels)
     estimator = HeadPoseEstimator(config)
     writer = ResultWriter(args.output_dir)
     annotated_dir = args.output_dir / "annotated"
@@ -229,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exit code 2 for bad settings, model or input."""
-    return tool_main(build_parser(), argv, "source", run)
+    return tool_main(build_parser(), argv, "source", run, (ImageDecodeError,))
 
 
 if __name__ == "__main__":

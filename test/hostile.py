@@ -263,12 +263,14 @@ class Tally:
     """What a corpus run measured, reported by the tests (``pytest -s`` shows it)."""
 
     name: str
+    rss_per: str = "message"  # what one RSS measurement covers
     messages: int = 0
     crashes: int = 0
     max_rss_growth: int = 0
     degraded: int = 0
     degraded_flagged: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # rejections by reason
 
     def add(self, kind: str, rss_growth: int) -> None:
         self.messages += 1
@@ -277,10 +279,12 @@ class Tally:
 
     def report(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.by_kind.items()))
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.reasons.items()))
         return (
             f"{self.name}: {self.messages} messages ({kinds}); crashes {self.crashes}; "
-            f"max RSS growth for one message {self.max_rss_growth / MB:.1f} MB; degraded "
+            f"max RSS growth for one {self.rss_per} {self.max_rss_growth / MB:.1f} MB; degraded "
             f"results {self.degraded}, flagged and counted {self.degraded_flagged}"
+            + (f"; rejected by reason: {reasons}" if reasons else "")
         )
 
 

@@ -99,6 +99,7 @@ def test_hostile_images_are_rejected_or_processed_and_always_counted(
         else:  # rejected: counted under exactly one reason
             ((reason, count),) = [(k, v) for k, v in change.items() if not k.startswith("event")]
             assert count == 1 and reason != "processing_error"
+            tally.reasons[reason] = tally.reasons.get(reason, 0) + 1
             tally.degraded += 1
             tally.degraded_flagged += 1
 
@@ -112,7 +113,8 @@ def test_hostile_images_are_rejected_or_processed_and_always_counted(
 def test_hostile_camera_infos_never_give_a_wrong_metric_position(
     estimator: HeadPoseEstimator,
 ) -> None:
-    harness, tally = Harness(estimator), hostile.Tally("CameraInfo + image through the intake")
+    harness = Harness(estimator)
+    tally = hostile.Tally("CameraInfo + image through the intake", "CameraInfo and its image")
     harness.intake.on_camera_info(demo_camera_info())
     harness.intake.handle(image_message(astronaut_frame(), 1))
     reference = harness.published[-1].frame.faces[0]

@@ -150,7 +150,7 @@ def test_hostile_images_over_dds(fuzz_targets: dict, kind: str) -> None:
     pid = target.process.pid
     before = target.wait(balanced)
     sent = received(before)
-    tally = hostile.Tally(f"{kind} images over DDS to {target.name}")
+    tally = hostile.Tally(f"{kind} images over DDS to {target.name}", "batch (1-16 + 1 valid)")
     stamps = iter(range(10**12, 2 * 10**12, 10**6))
     strategy = hostile.raw_images() if kind == "raw" else hostile.compressed_images()
 
@@ -183,10 +183,12 @@ def test_hostile_images_over_dds(fuzz_targets: dict, kind: str) -> None:
 
     tally.degraded = change("frames received") - change("frames processed")
     tally.degraded_flagged = change("rejected: ") + change("frames dropped")
-    print(
-        f"\n{tally.report()}; rejected {change('rejected: ')}, replaced unseen "
-        f"{change('frames dropped')}, too large {change('rejected: image_too_large')}"
-    )
+    tally.reasons = {
+        key.removeprefix("rejected: "): count - counted(before, key)
+        for key, count in ((k, int(v)) for k, v in after.items() if k.startswith("rejected: "))
+        if count > counted(before, key)
+    }
+    print(f"\n{tally.report()}; replaced before the worker saw them {change('frames dropped')}")
     assert tally.crashes == 0 and tally.degraded == tally.degraded_flagged > 0
     assert change("rejected: image_too_large") > 0
 
@@ -196,7 +198,7 @@ def test_hostile_camera_infos_over_dds(fuzz_targets: dict) -> None:
     pid = target.process.pid
     infos = counted(target.wait(balanced), "camera_info received")
     stamps = iter(range(5 * 10**12, 6 * 10**12))
-    tally = hostile.Tally("CameraInfo + image over DDS")
+    tally = hostile.Tally("CameraInfo + image over DDS", "CameraInfo and its image")
 
     def face_through(info: CameraInfo) -> tuple[object, dict[str, str]]:
         """The face of a valid frame sent once the node has counted ``info``."""

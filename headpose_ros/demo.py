@@ -28,10 +28,16 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
 from headpose_msgs.msg import FaceArray
+from headpose_ros.core.metric_pose import camera_from_intrinsics
 from headpose_ros.dds_profile import use_large_image_profile
-from headpose_ros.messages import rclpy_image_message
+from headpose_ros.messages import (
+    camera_info_message,
+    rclpy_factory,
+    rclpy_image_message,
+    time_message,
+)
 
-__all__ = ["astronaut_frame", "camera_info_message", "image_message", "main"]
+__all__ = ["astronaut_frame", "demo_camera_info", "image_message", "main"]
 
 WIDTH, HEIGHT, FOCAL_PX = 640, 480, 600.0
 FRAME_ID = "demo_camera_optical_frame"
@@ -59,20 +65,26 @@ def astronaut_frame(
 
 def image_message(image_bgr: np.ndarray, stamp_ns: int, frame_id: str = FRAME_ID) -> Image:
     """sensor_msgs/Image (bgr8) of a numpy image, stamped ``stamp_ns``."""
-    header = Header(frame_id=frame_id)
-    header.stamp.sec, header.stamp.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    header = Header(frame_id=frame_id, stamp=time_message(rclpy_factory, stamp_ns))
     return rclpy_image_message(header, image_bgr)
 
 
-def camera_info_message(
-    width: int = WIDTH, height: int = HEIGHT, focal_px: float = FOCAL_PX, frame_id: str = FRAME_ID
+def demo_camera_info(
+    stamp_ns: int = 0,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    focal_px: float = FOCAL_PX,
+    frame_id: str = FRAME_ID,
 ) -> CameraInfo:
-    """Build an ideal pinhole CameraInfo (no distortion) for the demo's virtual camera."""
-    message = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
-    message.k = [focal_px, 0.0, width / 2.0, 0.0, focal_px, height / 2.0, 0.0, 0.0, 1.0]
-    message.d = [0.0] * 5
-    message.header.frame_id = frame_id
-    return message
+    """CameraInfo of the demo's virtual camera: ideal pinhole, no distortion.
+
+    Send it with every image, stamped like it, as camera drivers do: a subscriber that joins
+    late or loses one message still gets the intrinsics with the next frame.
+    """
+    matrix = [[focal_px, 0.0, width / 2.0], [0.0, focal_px, height / 2.0], [0.0, 0.0, 1.0]]
+    header = Header(frame_id=frame_id, stamp=time_message(rclpy_factory, stamp_ns))
+    camera = camera_from_intrinsics(np.array(matrix), np.zeros(5), size=(width, height))
+    return camera_info_message(rclpy_factory, header, camera)
 
 
 @dataclass
@@ -161,15 +173,15 @@ def run(
                 return 1
             rclpy.spin_once(node, timeout_sec=0.1)
         print(f"demo: node active; sending {frame_count} frames at {rate_hz:g} Hz")
-        info_pub.publish(camera_info_message())
         for frame in frames:
             frame.sent_at = time.monotonic()
             # Stamps are synthetic and unique per frame: 1 s + index microseconds.
-            image_pub.publish(image_message(frame.image, 1_000_000_000 + frame.index * 1000))
+            stamp = 1_000_000_000 + frame.index * 1000
+            info_pub.publish(demo_camera_info(stamp))
+            image_pub.publish(image_message(frame.image, stamp))
             until = frame.sent_at + 1.0 / rate_hz
             while time.monotonic() < until:
                 rclpy.spin_once(node, timeout_sec=max(0.0, until - time.monotonic()))
-            info_pub.publish(camera_info_message())
         settle = time.monotonic() + 3.0
         while len(results) < frame_count and time.monotonic() < settle:
             rclpy.spin_once(node, timeout_sec=0.05)

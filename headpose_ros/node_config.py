@@ -11,8 +11,20 @@ from __future__ import annotations
 import json
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from headpose_ros.core.config import EstimatorConfig, SettingSpec, iter_settings, setting
+from headpose_ros.core.config import (
+    TYPE_WORDS,
+    ConfigError,
+    EstimatorConfig,
+    SettingSpec,
+    config_from_flat,
+    iter_settings,
+    setting,
+    value_in_words,
+)
+from headpose_ros.core.model_paths import MANIFEST_NAME
 
 __all__ = [
     "DiagnosticsConfig",
@@ -20,6 +32,9 @@ __all__ = [
     "NodeConfig",
     "OutputConfig",
     "all_settings",
+    "configs_from_parameters",
+    "parameter_change_problem",
+    "parameter_problem",
     "parameter_file_text",
 ]
 
@@ -126,6 +141,64 @@ class NodeConfig:
 def all_settings() -> list[SettingSpec]:
     """Every ROS parameter of the node: its own settings, then the estimator's."""
     return [*iter_settings(NodeConfig()), *iter_settings(EstimatorConfig())]
+
+
+def configs_from_parameters(values: dict[str, Any]) -> tuple[EstimatorConfig, NodeConfig]:
+    """Both typed configs from flat parameter values; ConfigError names a bad one.
+
+    Upstream boxes (``input.external_boxes``) replace the built-in detector, so they switch
+    the estimator's detector backend to "external" whatever ``detector.backend`` says.
+    """
+    estimator_names = {spec.name for spec in iter_settings(EstimatorConfig())}
+    estimator = config_from_flat({k: v for k, v in values.items() if k in estimator_names})
+    node = config_from_flat(
+        {k: v for k, v in values.items() if k not in estimator_names}, NodeConfig()
+    )
+    if node.input.external_boxes:
+        estimator.detector.backend = "external"
+    return estimator, node
+
+
+#: Settings naming a folder, and the file that must be in it, checked when they are set.
+_FOLDER_SETTINGS = {"inference.model_dir": MANIFEST_NAME}
+
+
+def parameter_problem(name: str, value: Any, specs: dict[str, SettingSpec]) -> str | None:
+    """Why a new ROS parameter value is refused before the schema's checks, or ``None``.
+
+    ROS parameters are typed, so unlike ``--set`` strings nothing is converted: an integer is
+    accepted for a floating-point setting, nothing else. The answer names the parameter and
+    the types in words, and a folder setting must hold its file when it is set, not only at
+    the next configure.
+    """
+    spec = specs.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}: this node has no such parameter (see ros2 param list)"
+    number_for_float = spec.type is float and type(value) is int
+    if type(value) is not spec.type and not number_for_float:
+        return f"{name} must be {TYPE_WORDS[spec.type]}, got {value_in_words(value)}"
+    needed = _FOLDER_SETTINGS.get(name)
+    if needed and value.strip():
+        folder = Path(value.strip()).expanduser()
+        if not (folder / needed).is_file():
+            missing = "does not exist" if not folder.is_dir() else f"holds no {needed}"
+            return f"{name}: the folder {str(folder)!r} {missing}"
+    return None
+
+
+def parameter_change_problem(
+    current: dict[str, Any], changes: dict[str, Any], specs: dict[str, SettingSpec]
+) -> str | None:
+    """Why a set of parameter changes is refused (the first problem), or ``None``."""
+    for name, value in changes.items():
+        problem = parameter_problem(name, value, specs)
+        if problem:
+            return problem
+    try:
+        configs_from_parameters({**current, **changes})
+    except ConfigError as error:
+        return str(error)
+    return None
 
 
 def _allowed(spec: SettingSpec) -> str:

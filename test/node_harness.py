@@ -27,12 +27,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from headpose_msgs.msg import FaceArray
-from headpose_ros.demo import astronaut_frame, camera_info_message, image_message
+from headpose_ros.demo import astronaut_frame, demo_camera_info, image_message
 
 __all__ = [
     "Probe",
     "astronaut_frame",
-    "camera_info_message",
+    "demo_camera_info",
     "image_message",
     "node_and_probe",
     "start_node",
@@ -145,10 +145,17 @@ class Probe:
         """True once the node's subscription to our image topic exists (it is active)."""
         return self.spin_until(lambda: self.image.get_subscription_count() > 0, timeout)
 
-    def send_and_wait(self, message: Any, topic: str = "faces", timeout: float = 20.0) -> Any:
-        """Publish an image and return the first new output on ``topic`` stamped like it."""
+    def send_and_wait(
+        self, message: Any, topic: str = "faces", timeout: float = 20.0, publisher: Any = None
+    ) -> Any:
+        """Publish an image and return the first new output on ``topic`` stamped like it.
+
+        ``publisher``: another publisher of the image topic, e.g. the one that sent earlier
+        messages, which DDS then delivers before this one.
+        """
         before = len(self.received[topic])
-        publisher = self.compressed if isinstance(message, CompressedImage) else self.image
+        if publisher is None:
+            publisher = self.compressed if isinstance(message, CompressedImage) else self.image
         publisher.publish(message)
         stamp = (message.header.stamp.sec, message.header.stamp.nanosec)
 
@@ -165,7 +172,25 @@ class Probe:
             if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp
         )
 
+    def send_camera_info(self, message: Any, timeout: float = 10.0) -> dict[str, str]:
+        """Publish a CameraInfo and wait until the node has counted it: it is then in use.
+
+        A CameraInfo published once and assumed to have arrived makes a test flaky; this
+        waits for the node's own word (its diagnostics) and returns them.
+        """
+
+        def infos() -> int:
+            return int(self.latest_diagnostics().get("camera_info received", 0))
+
+        before = infos()
+        self.camera_info.publish(message)
+        assert self.spin_until(lambda: infos() > before, timeout), "camera_info not counted"
+        return self.latest_diagnostics()
+
     def latest_diagnostics(self) -> dict[str, str]:
+        """The node's newest diagnostics values ({} before the first one)."""
+        if not self.received["diagnostics"]:
+            return {}
         status = self.received["diagnostics"][-1].status[0]
         return {kv.key: kv.value for kv in status.values} | {
             "_level": str(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import cv2
+import hostile
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,8 +17,10 @@ from headpose_ros.core.config import (
     iter_settings,
 )
 from headpose_ros.core.image_codec import (
+    DEFAULT_MAX_PIXELS,
     SUPPORTED_ENCODINGS,
     ImageDecodeError,
+    declared_image_size,
     decode_compressed_image,
     decode_raw_image,
 )
@@ -55,9 +58,9 @@ def test_flat_and_nested_values_are_applied_and_coerced() -> None:
         ({"detector.min_score": 1.5}, "<= 1.0"),
         ({"detector.backend": "yolo"}, "one of"),
         ({"tracking.iou_threshold": float("nan")}, "NaN"),
-        ({"tracking.confirm_frames": "three"}, "type int"),
+        ({"tracking.confirm_frames": "three"}, "must be an integer, got the string 'three'"),
         ({"trackin.drop_frames": 3}, "unknown setting"),
-        ({"inference.encoder_only": "maybe"}, "type bool"),
+        ({"inference.encoder_only": "maybe"}, r"must be a boolean \(true or false\)"),
     ],
 )
 def test_invalid_values_are_rejected_with_the_setting_name(values: dict, message: str) -> None:
@@ -123,6 +126,19 @@ def test_malformed_raw_images_raise(args: tuple, message: str) -> None:
         decode_raw_image(*args)
 
 
+def test_raw_images_above_the_pixel_limit_are_refused_before_allocation() -> None:
+    with pytest.raises(ImageDecodeError, match="50000x50000 = 2500.0 Mpx") as refused:
+        decode_raw_image("bgr8", 50_000, 50_000, 150_000, False, bytes(64))
+    assert refused.value.reason == "image_too_large"
+    with pytest.raises(ImageDecodeError, match="limit of 0.0 Mpx") as refused:
+        decode_raw_image("mono8", 10, 10, 10, False, bytes(100), max_pixels=99)
+    assert decode_raw_image("mono8", 10, 10, 10, False, bytes(100), max_pixels=100).shape == (
+        10,
+        10,
+        3,
+    )
+
+
 def test_compressed_images() -> None:
     image = np.zeros((20, 30, 3), np.uint8)
     image[:, :15] = (255, 0, 0)
@@ -135,6 +151,47 @@ def test_compressed_images() -> None:
         decode_compressed_image("jpeg", b"")
     with pytest.raises(ImageDecodeError):
         decode_compressed_image("jpeg", b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageDecodeError) as refused:  # a format whose header is not read here
+        decode_compressed_image("gif", b"GIF89a" + bytes(100))
+    assert refused.value.reason == "unknown_format"
+
+
+@pytest.mark.parametrize("kind", ["jpg", "png", "bmp", "ppm", "pgm", "webp", "tiff"])
+def test_declared_size_is_read_from_every_header(kind: str) -> None:
+    image = np.random.default_rng(0).integers(0, 255, (37, 53, 3), dtype=np.uint8)
+    data = cv2.imencode(f".{kind}", image[:, :, 0] if kind == "pgm" else image)[1].tobytes()
+    assert declared_image_size(data) == (53, 37)
+    assert decode_compressed_image(kind, data).shape == (37, 53, 3)
+    assert declared_image_size(data[:3]) is None  # too short to tell
+
+
+@pytest.mark.parametrize(
+    "bomb",
+    [
+        lambda: hostile.png_bomb(30_000, 30_000),  # the 0.9 MB PNG of issue 12, in 300 bytes
+        lambda: hostile.png_bomb(50_000, 50_000),
+        lambda: hostile.jpeg_bomb(50_000, 50_000),
+        lambda: hostile.jpeg_bomb(20_000, 40_000, progressive=True),
+        lambda: hostile.other_bomb("bmp", 50_000, 50_000),
+        lambda: hostile.other_bomb("tiff", 50_000, 50_000),
+        lambda: hostile.other_bomb("ppm", 50_000, 50_000),
+        lambda: hostile.other_bomb("webp", 16_384, 16_384),
+    ],
+)
+def test_decompression_bombs_are_refused_from_their_header(bomb: object) -> None:
+    data = bomb()
+    width, height = declared_image_size(data)
+    assert width * height > DEFAULT_MAX_PIXELS
+    rss = hostile.peak_rss_reset()
+    with pytest.raises(ImageDecodeError, match=f"{width}x{height}.*max_image_pixels") as refused:
+        decode_compressed_image("png", data)
+    assert refused.value.reason == "image_too_large"
+    assert hostile.peak_rss_growth(rss) < 10 * hostile.MB
+    # Under a limit that lets it through, the decoder fails on the missing pixel data.
+    if data.startswith(b"\x89PNG"):
+        small = hostile.png_bomb(300, 200)
+        with pytest.raises(ImageDecodeError, match="cannot be decoded"):
+            decode_compressed_image("png", small, max_pixels=60_000)
 
 
 @settings(max_examples=300, deadline=None)

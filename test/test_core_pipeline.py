@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -42,7 +43,15 @@ def helen(data_300w: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: ANN001
+    x0, y0, x1, y1 = face.box
+    assert x0 < x1 and y0 < y1, "a box with a positive size"
+    assert x1 > 0 and y1 > 0 and x0 < width and y0 < height, "the box overlaps the image"
     assert face.landmarks.shape == (68, 2) and np.all(np.isfinite(face.landmarks))
+    # Landmarks may leave the image with a face cut by its border, but not by a face's size.
+    side = max(x1 - x0, y1 - y0)
+    assert np.all(face.landmarks >= -side) and np.all(
+        face.landmarks <= [width + side, height + side]
+    )
     assert np.all((face.visibility >= 0) & (face.visibility <= 1))
     assert 0.0 <= face.attention <= 1.0
     np.testing.assert_allclose(face.rotation @ face.rotation.T, np.eye(3), atol=1e-9)
@@ -289,14 +298,32 @@ box_arrays = st.one_of(
 def test_any_input_gives_a_result_or_a_counted_skip(
     fuzz_estimator: HeadPoseEstimator, image: np.ndarray, boxes: np.ndarray | None, stamp: int
 ) -> None:
-    before = sum(fuzz_estimator.counters.values())
+    before = Counter(fuzz_estimator.counters)
     frame = fuzz_estimator.estimate(image, stamp, boxes=boxes)
-    assert sum(fuzz_estimator.counters.values()) > before
+    grown = {
+        key: count - before[key]
+        for key, count in fuzz_estimator.counters.items()
+        if count != before[key]
+    }
+    assert grown.pop("frames") == 1
     if frame.skip_reason is not None:
+        # A skipped frame is counted under its own reason, and as nothing else.
         assert frame.skip_reason in FRAME_SKIP_REASONS and not frame.faces
+        assert grown == {f"skip:{frame.skip_reason}": 1}
+        return
+    assert grown.pop("frames_with_faces" if frame.faces else "frames_without_faces") == 1
+    assert grown.pop("faces", 0) == len(frame.faces)
     for face in frame.faces:
         assert np.all(np.isfinite(face.landmarks)) and 0.0 <= face.attention <= 1.0
-    assert all(event.split(":")[0] in FACE_SKIP_REASONS for event in frame.events)
+    # Every event the frame reports is counted under its reason, and only those are.
+    reported = Counter(event.split(":")[0] for event in frame.events)
+    assert set(reported) <= set(FACE_SKIP_REASONS)
+    events = {
+        key.removeprefix("event:"): n for key, n in grown.items() if key.startswith("event:")
+    }
+    assert events.keys() == reported.keys()
+    assert all(events[reason] >= n for reason, n in reported.items())
+    assert set(grown) - {f"event:{r}" for r in events} <= {"detector_runs", "recrops"}
 
 
 def test_a_sudden_zoom_is_recropped_in_the_same_frame(

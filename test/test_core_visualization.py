@@ -9,9 +9,9 @@ from headpose_ros.core.geometry import euler_to_matrix
 from headpose_ros.core.metric_pose import camera_from_intrinsics, ray_rotation
 from headpose_ros.core.pipeline import FaceResult, FrameResult
 from headpose_ros.core.visualization import (
+    NOMINAL_DEPTH_M,
     attention_colour,
     draw_frame,
-    face_marker_geometry,
     marker_specs,
     visibility_colour,
 )
@@ -51,20 +51,27 @@ def test_colours_run_from_red_to_green() -> None:
 
 def test_marker_geometry_follows_the_head() -> None:
     camera = camera_from_intrinsics(K)
-    geometry = face_marker_geometry(face("1", 0.0, True), camera, (640, 480))
-    np.testing.assert_allclose(geometry.origin, [0.1, 0.0, 1.0])
-    forward = geometry.arrow_end - geometry.arrow_start
+    frame = FrameResult(0, 640, 480, faces=[face("1", 0.0, True), face("2", 0.5, False)])
+    specs, _ = marker_specs(frame, camera, set())
+    by_kind = {(s.namespace, s.kind): s for s in specs}
+    arrow = by_kind[("face_1", "arrow")]
+    start, end = np.array(arrow.points)
+    np.testing.assert_allclose(start, [0.1, 0.0, 1.0])
     # Facing the camera: the attention arrow points back along the viewing ray.
+    forward = end - start
     np.testing.assert_allclose(
-        forward / np.linalg.norm(forward),
-        -geometry.origin / np.linalg.norm(geometry.origin),
-        atol=1e-9,
+        forward / np.linalg.norm(forward), -start / np.linalg.norm(start), atol=1e-9
     )
-    assert geometry.arrow_rgb == (0.0, 1.0, 0.0)
-    # Landmarks lie on the plane through the head, at the head's depth.
-    assert np.allclose(geometry.landmarks[:, 2], 1.0)
-    non_metric = face_marker_geometry(face("2", 0.5, False), None, (640, 480), nominal_depth_m=2.0)
-    assert non_metric.origin[2] == pytest.approx(2.0) and not non_metric.metric
+    assert arrow.colour == (0.0, 1.0, 0.0, 1.0)
+    # Landmarks lie on the plane through the head, at the head's depth, where K projects them.
+    landmarks = np.array(by_kind[("face_1", "sphere_list")].points)
+    assert np.allclose(landmarks[:, 2], 1.0)
+    projected = landmarks[:, :2] / landmarks[:, 2:] * 500.0 + [320.0, 240.0]
+    np.testing.assert_allclose(projected, frame.faces[0].landmarks, atol=1e-6)
+    # A face of unknown distance is drawn at the nominal depth along its ray.
+    non_metric = np.array(by_kind[("face_2", "arrow")].points[0])
+    assert non_metric[2] == pytest.approx(NOMINAL_DEPTH_M)
+    assert by_kind[("face_2", "text")].text.startswith("2 y+29")
 
 
 def test_marker_specs_delete_faces_that_left() -> None:

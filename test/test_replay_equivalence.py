@@ -11,7 +11,7 @@ import pytest
 from node_harness import Probe, start_node, stop_node, write_params
 from rosbags.rosbag2 import Reader, Writer
 
-from headpose_ros.demo import astronaut_frame, camera_info_message, image_message
+from headpose_ros.demo import astronaut_frame, demo_camera_info, image_message
 from headpose_ros.replay import replay
 from headpose_ros.tools.bag_messages import build_typestore
 
@@ -38,9 +38,7 @@ def write_camera_bag(path: Path) -> Path:
         )
         for index in range(FRAMES):
             stamp = 1_000_000_000 + index * 66_000_000
-            info = camera_info_message()
-            info.header.stamp.sec, info.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-            writer.write(infos, stamp, serialize_message(info))
+            writer.write(infos, stamp, serialize_message(demo_camera_info(stamp)))
             frame = astronaut_frame(0.9 + 0.03 * index, (-40.0 + 10.0 * index, 0.0), 2.0 * index)
             writer.write(images, stamp, serialize_message(image_message(frame, stamp)))
     return path

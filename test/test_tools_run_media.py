@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 
 import cv2
+import hostile
 import model_factory
+import numpy as np
 import pytest
 
+from headpose_ros.core.pipeline import FaceResult, FrameResult
 from headpose_ros.tools import run_media
 
 # Fixtures shared with the other model-using test modules (see model_factory).
@@ -121,3 +124,95 @@ def test_bad_invocations_exit_with_a_message(
     assert "inference.device" in capsys.readouterr().err
     assert run_media.main(["--list-settings"]) == 0
     assert "tracking.drop_frames" in capsys.readouterr().out
+
+
+def _face_at(box: tuple[float, float, float, float]) -> FaceResult:
+    x0, y0, x1, y1 = box
+    grid = np.stack(np.meshgrid(np.linspace(x0, x1, 17), np.linspace(y0, y1, 4)), -1)
+    return FaceResult(
+        track_id="1",
+        box=box,
+        score=0.9,
+        yaw=0.0,
+        pitch=0.0,
+        roll=0.0,
+        rotation=np.eye(3),
+        position=np.array([0.0, 0.0, 1.0]),
+        metric=False,
+        attention=1.0,
+        landmarks=grid.reshape(-1, 2)[:68],
+        visibility=np.ones(68),
+        source="detector",
+        cut_by_border=False,
+    )
+
+
+def test_only_the_face_overlapping_the_annotation_is_scored() -> None:
+    annotation = _face_at((300.0, 200.0, 400.0, 300.0)).landmarks + 2.0
+    elsewhere = _face_at((10.0, 10.0, 60.0, 60.0))
+    frame = FrameResult(0, 640, 480, faces=[elsewhere])
+    assert run_media.nme_of_frame(frame, annotation) is None, "an unannotated face is not scored"
+    frame.faces.append(_face_at((300.0, 200.0, 400.0, 300.0)))
+    assert run_media.nme_of_frame(frame, annotation) == pytest.approx(
+        np.hypot(2.0, 2.0) / np.linalg.norm(annotation[36] - annotation[45])
+    )
+
+
+def test_a_missed_annotated_face_is_counted_not_scored(
+    data_300w: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    # afw 90800092_1: the annotated face is missed, three others are found; the old
+    # nearest-face rule scored one of them (NME 164%).
+    folder = tmp_path / "afw"
+    folder.mkdir()
+    for suffix in (".jpg", ".pts"):
+        shutil.copy(data_300w / "afw" / f"90800092_1{suffix}", folder)
+    out = tmp_path / "out"
+    assert (
+        run_media.main([str(folder), "--output-dir", str(out), "--model-dir", str(model_dir)]) == 0
+    )
+    (record,) = read_jsonl(out / "results.jsonl")
+    summary = json.loads((out / "summary.json").read_text())["landmark_nme_interocular"]
+    assert summary["annotated"] == 1 and summary["faces"] + summary["missed"] == 1
+    if record["nme"] is None:
+        assert summary["missed"] == 1 and summary["mean"] is None
+    else:
+        assert record["nme"] < 0.2 and summary["faces"] == 1
+
+
+def test_bomb_files_are_refused_before_decoding(
+    data_300w: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    clean, bombs = tmp_path / "clean", tmp_path / "bombs"
+    for folder in (clean, bombs):
+        folder.mkdir()
+        shutil.copy(sorted((data_300w / "helen_test").glob("*.jpg"))[0], folder)
+    (bombs / "png_bomb.png").write_bytes(hostile.png_bomb(50_000, 50_000))
+    (bombs / "jpeg_bomb.jpg").write_bytes(hostile.jpeg_bomb(50_000, 50_000, progressive=True))
+    for kind in ("bmp", "tiff", "webp", "ppm"):
+        (bombs / f"{kind}_bomb.{kind}").write_bytes(hostile.other_bomb(kind, 40_000, 30_000))
+    common = ["--model-dir", str(model_dir), "--no-annotate"]
+    clean_peak, _ = hostile.peak_rss_of_tool(
+        "run_media", str(clean), "--output-dir", str(tmp_path / "a"), *common
+    )
+    bomb_peak, output = hostile.peak_rss_of_tool(
+        "run_media", str(bombs), "--output-dir", str(tmp_path / "b"), *common
+    )
+    print(
+        f"\nheadpose_run peak RSS: {clean_peak / 2**20:.0f} MB clean, "
+        f"{bomb_peak / 2**20:.0f} MB with six bombs"
+    )
+    assert bomb_peak - clean_peak < 200 * 2**20
+    records = {r["source"]: r for r in read_jsonl(tmp_path / "b" / "results.jsonl")}
+    assert len(records) == 7
+    for name, record in records.items():
+        if "bomb" in name:
+            assert record["status"] == "unreadable_image", name
+            assert (
+                "max_image_pixels" in record["skip_detail"]
+                and "not decoded" in record["skip_detail"]
+            )
+        else:
+            assert record["status"] == "ok" and record["faces"]
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["frames_by_status"] == {"ok": 1, "unreadable_image": 6}

@@ -16,6 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from headpose_ros.core.image_codec import DEFAULT_MAX_PIXELS
+
 __all__ = [
     "ConfigError",
     "DetectorConfig",
@@ -24,12 +26,14 @@ __all__ = [
     "PoseConfig",
     "SettingSpec",
     "SmoothingConfig",
+    "TYPE_WORDS",
     "TrackingConfig",
     "config_from_flat",
     "config_to_flat",
     "setting",
     "iter_settings",
     "validate_config",
+    "value_in_words",
 ]
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|tensorrt(:\d+)?)$")
@@ -238,6 +242,14 @@ class EstimatorConfig:
         low=1,
         high=100000,
     )
+    max_image_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        "Images declaring more pixels than this (width x height, read from the header of "
+        "compressed images before decoding) are rejected and counted: a small PNG or JPEG may "
+        "declare 30000x30000 pixels and take gigabytes to decode.",
+        low=1,
+        high=4_000_000_000,
+    )
 
 
 @dataclass(frozen=True)
@@ -254,6 +266,26 @@ class SettingSpec:
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+#: Setting types as a user reads them in an error message.
+TYPE_WORDS = {
+    bool: "a boolean (true or false)",
+    int: "an integer",
+    float: "a floating-point number (e.g. 1.0)",
+    str: "a string",
+}
+
+
+def value_in_words(value: Any) -> str:
+    """Describe a given value with its type, for error messages: "the string 'abc'"."""
+    kinds = {bool: "the boolean", int: "the integer", float: "the number", str: "the string"}
+    if value is None:
+        return "no value"
+    for kind, words in kinds.items():
+        if type(value) is kind:
+            return f"{words} {value!r}"
+    if isinstance(value, list | tuple):
+        return f"a list {list(value)!r}"
+    return f"a value of type {type(value).__name__} ({value!r})"
 
 
 def _leaf_fields(section: Any, prefix: str) -> Iterator[tuple[str, dataclasses.Field, Any]]:
@@ -285,7 +317,7 @@ def _check(name: str, item: dataclasses.Field, value: Any) -> None:
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"{name} must be of type {expected.__name__}, got {value!r}")
+        raise ConfigError(f"{name} must be {TYPE_WORDS[expected]}, got {value_in_words(value)}")
     meta = item.metadata
     if expected in (int, float):
         if value != value:  # NaN
@@ -322,7 +354,7 @@ def _coerce(name: str, item: dataclasses.Field, value: Any) -> Any:
             return expected(text)
         except ValueError as error:
             raise ConfigError(
-                f"{name} must be of type {expected.__name__}, got {value!r}"
+                f"{name} must be {TYPE_WORDS[expected]}, got {value_in_words(value)}"
             ) from error
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -33,6 +33,7 @@ __all__ = [
     "matrix_to_euler",
     "pose6_to_rotation_translation",
     "project_points",
+    "quaternion_to_rotation",
     "rotation_to_quaternion",
     "rotation_translation_to_pose6",
 ]
@@ -162,3 +163,20 @@ def rotation_to_quaternion(rotation: np.ndarray) -> tuple[float, float, float, f
     if quaternion[3] < 0:
         quaternion = -quaternion
     return tuple(float(v) for v in quaternion)
+
+
+def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
+    """Return the rotation matrix of a quaternion ``(x, y, z, w)``.
+
+    The inverse of :func:`rotation_to_quaternion`. The quaternion is normalised first: one
+    read from a message may be off unit length.
+    """
+    q = np.array([x, y, z, w], dtype=np.float64)
+    x, y, z, w = q / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )

@@ -5,11 +5,18 @@ head's position and orientation in the camera optical frame (metres). Occluded l
 left out: the MNN+OR still estimates where they are, but those positions are guesses and would
 bias the solution. Without valid intrinsics only the network's orientation is available and
 results are flagged as not metric.
+
+Intrinsics follow sensor_msgs/CameraInfo: the distortion models ROS cameras send
+(:data:`DISTORTION_MODELS`: plumb_bob, rational_polynomial, equidistant fisheye), binning and
+a region of interest, and the image size they were calibrated for. Anything else is refused
+with the reason (:class:`IntrinsicsError`) rather than used as something it is not, and an
+image of another size than the calibration is only accepted when it is a pure resize of it
+(:meth:`CameraModel.for_image`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -17,6 +24,7 @@ import numpy as np
 from headpose_ros.core.geometry import euler_to_matrix
 
 __all__ = [
+    "DISTORTION_MODELS",
     "CameraModel",
     "IntrinsicsError",
     "MetricPose",
@@ -29,49 +37,167 @@ __all__ = [
 
 
 class IntrinsicsError(ValueError):
-    """Camera intrinsics that cannot be used (NaN, zero focal length, wrong shape)."""
+    """Camera intrinsics that cannot be used; the message says why.
+
+    ``reason`` is a short stable key for counting: ``not_finite``, ``bad_matrix``,
+    ``unsupported_model``, ``distortion_count``, ``bad_roi``, ``size_mismatch``.
+    """
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: Distortion models of sensor_msgs/CameraInfo this module applies, with the numbers of
+#: coefficients each takes (plumb_bob: k1 k2 p1 p2 [k3]; rational_polynomial adds k4 k5 k6;
+#: equidistant is OpenCV's fisheye model, k1 k2 k3 k4).
+DISTORTION_MODELS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (8,), "equidistant": (4,)}
 
 
 @dataclass(frozen=True)
 class CameraModel:
-    """Pinhole intrinsics ``K`` (3x3) and OpenCV distortion coefficients of the image."""
+    """Intrinsics ``K`` (3x3), distortion coefficients and model, for one image size.
+
+    ``width``/``height`` is the image size ``K`` describes (0: unknown, any size accepted).
+    """
 
     matrix: np.ndarray
     distortion: np.ndarray
+    model: str = "plumb_bob"
+    width: int = 0
+    height: int = 0
+
+    def normalised(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 2) normalised image coordinates (x/z, y/z of the ray) of pixels, undistorted."""
+        points = np.asarray(pixels, dtype=np.float64).reshape(-1, 1, 2)
+        if self.model == "equidistant":
+            return cv2.fisheye.undistortPoints(points, self.matrix, self.distortion).reshape(-1, 2)
+        return cv2.undistortPoints(points, self.matrix, self.distortion).reshape(-1, 2)
+
+    def project(self, points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
+        """(N, 2) pixels of (N, 3) points seen from the pose ``rvec``, ``tvec`` (distorted)."""
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 1, 3)
+        if self.model == "equidistant":
+            projected, _ = cv2.fisheye.projectPoints(
+                points, rvec, tvec, self.matrix, self.distortion
+            )
+        else:
+            projected, _ = cv2.projectPoints(points, rvec, tvec, self.matrix, self.distortion)
+        return projected.reshape(-1, 2)
 
     def bearing(self, pixel: np.ndarray) -> np.ndarray:
         """Return the unit ray in the optical frame through an image pixel (distortion removed)."""
-        undistorted = cv2.undistortPoints(
-            np.asarray(pixel, dtype=np.float64).reshape(1, 1, 2), self.matrix, self.distortion
-        ).reshape(2)
-        ray = np.array([undistorted[0], undistorted[1], 1.0])
+        x, y = self.normalised(pixel)[0]
+        ray = np.array([x, y, 1.0])
         return ray / np.linalg.norm(ray)
 
+    def for_image(self, width: int, height: int) -> tuple[CameraModel, str]:
+        """Return these intrinsics for a ``width`` x ``height`` image, and a note if changed.
 
-def camera_from_intrinsics(k: np.ndarray, distortion: np.ndarray | None = None) -> CameraModel:
-    """Build a validated :class:`CameraModel` from a 3x3 (or 9-value row-major) K and distortion.
+        The calibration's own size (or an unknown one) is used as it is. An image of another
+        size is accepted only when it is a pure resize (one scale for x and y, up to rounding):
+        K is then scaled, and the note says so. Anything else raises ``size_mismatch``: a K
+        for another resolution, crop or aspect ratio would give a wrong metric position.
+        """
+        if not (self.width and self.height) or (width, height) == (self.width, self.height):
+            return self, ""
+        sx, sy = width / self.width, height / self.height
+        if abs(self.width * sy - width) >= 1.0 or abs(self.height * sx - height) >= 1.0:
+            raise IntrinsicsError(
+                f"camera_info is for {self.width}x{self.height} images, this image is "
+                f"{width}x{height} (not a resize of it): position not metric",
+                "size_mismatch",
+            )
+        # Pixel centres: x' + 0.5 = (x + 0.5) * s, as OpenCV's resize maps them.
+        scale = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+        scaled = replace(self, matrix=scale @ self.matrix, width=width, height=height)
+        note = (
+            f"camera_info is for {self.width}x{self.height} images, this image is "
+            f"{width}x{height}: a resize by {sx:.4g}, K scaled to match"
+        )
+        return scaled, note
+
+
+def camera_from_intrinsics(
+    k: np.ndarray,
+    distortion: np.ndarray | None = None,
+    model: str | None = None,
+    *,
+    size: tuple[int, int] = (0, 0),
+    binning: tuple[int, int] = (0, 0),
+    roi: tuple[int, int, int, int] = (0, 0, 0, 0),
+) -> CameraModel:
+    """Build a validated :class:`CameraModel` (the fields of sensor_msgs/CameraInfo).
+
+    ``k``: 3x3 (or 9 values, row-major) for the full ``size`` (width, height; 0 = unknown).
+    ``model``: a :data:`DISTORTION_MODELS` name; ``None`` infers plumb_bob or
+    rational_polynomial from the number of coefficients, and an empty name is accepted only
+    with no distortion at all. ``binning`` (0 or 1 = none) and ``roi`` (x_offset, y_offset,
+    width, height; all zero = the full image) describe the image the driver actually sends;
+    K and the size are converted to it, as image_geometry does.
 
     Raises :class:`IntrinsicsError` with the reason: an all-zero K is what an uncalibrated
     camera driver publishes in CameraInfo, and NaN values come from broken calibration files.
     """
     matrix = np.asarray(k, dtype=np.float64)
     if matrix.size != 9:
-        raise IntrinsicsError(f"K must have 9 values, got {matrix.size}")
+        raise IntrinsicsError(f"K must have 9 values, got {matrix.size}", "bad_matrix")
     matrix = matrix.reshape(3, 3)
     coefficients = (
         np.zeros(0) if distortion is None else np.asarray(distortion, dtype=np.float64).ravel()
     )
     if not np.all(np.isfinite(matrix)) or not np.all(np.isfinite(coefficients)):
-        raise IntrinsicsError("camera intrinsics contain NaN or infinite values")
+        raise IntrinsicsError("camera intrinsics contain NaN or infinite values", "not_finite")
     if matrix[0, 0] <= 0 or matrix[1, 1] <= 0:
         raise IntrinsicsError(
-            f"focal lengths must be positive, got fx={matrix[0, 0]}, fy={matrix[1, 1]}"
+            f"focal lengths must be positive, got fx={matrix[0, 0]}, fy={matrix[1, 1]}",
+            "bad_matrix",
         )
-    if coefficients.size not in (0, 4, 5, 8, 12, 14):
+    model = _distortion_model(model, coefficients)
+    width, height = (int(v) for v in size)
+    bx, by = (max(int(v), 1) for v in binning)
+    x0, y0, roi_width, roi_height = (int(v) for v in roi)
+    if roi_width == 0 or roi_height == 0:  # CameraInfo: a zero-size ROI is the full image
+        x0, y0, roi_width, roi_height = 0, 0, width, height
+    elif (
+        min(x0, y0) < 0
+        or (width and x0 + roi_width > width)
+        or (height and y0 + roi_height > height)
+    ):
         raise IntrinsicsError(
-            f"OpenCV takes 4, 5, 8, 12 or 14 distortion coefficients, got {coefficients.size}"
+            f"region of interest {roi_width}x{roi_height} at ({x0}, {y0}) leaves the "
+            f"{width}x{height} image",
+            "bad_roi",
         )
-    return CameraModel(matrix=matrix, distortion=coefficients)
+    to_image = np.array([[1.0 / bx, 0.0, -x0 / bx], [0.0, 1.0 / by, -y0 / by], [0.0, 0.0, 1.0]])
+    return CameraModel(
+        matrix=to_image @ matrix,
+        distortion=coefficients,
+        model=model,
+        width=roi_width // bx,
+        height=roi_height // by,
+    )
+
+
+def _distortion_model(name: str | None, coefficients: np.ndarray) -> str:
+    """Return the model ``coefficients`` are read with, or raise naming what is wrong."""
+    if name is None:
+        name = "rational_polynomial" if coefficients.size == 8 else "plumb_bob"
+    elif name == "" and not np.any(coefficients):
+        name = "plumb_bob"  # no model and nothing to distort with: an ideal pinhole
+    if name not in DISTORTION_MODELS:
+        raise IntrinsicsError(
+            f"distortion model {name!r} is not supported (supported: "
+            f"{', '.join(DISTORTION_MODELS)}): position not metric",
+            "unsupported_model",
+        )
+    if coefficients.size not in DISTORTION_MODELS[name]:
+        counts = " or ".join(str(c) for c in DISTORTION_MODELS[name])
+        raise IntrinsicsError(
+            f"distortion model {name} takes {counts} coefficients, got {coefficients.size}",
+            "distortion_count",
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -106,16 +232,22 @@ def solve_metric_pose(
     if float(np.ptp(image_points, axis=0).max()) < 1.0:
         return "landmarks collapse to a point"
     try:
+        # On undistorted normalised points (K = I), the same for every distortion model; it is
+        # what solvePnP does itself with a pinhole model's coefficients.
         ok, rvec, tvec = cv2.solvePnP(
-            object_points, image_points, camera.matrix, camera.distortion, flags=cv2.SOLVEPNP_SQPNP
+            object_points,
+            camera.normalised(image_points),
+            np.eye(3),
+            None,
+            flags=cv2.SOLVEPNP_SQPNP,
         )
     except cv2.error as error:
         return f"PnP failed: {error.msg if hasattr(error, 'msg') else error}"
     if not ok or not np.all(np.isfinite(tvec)) or float(tvec[2, 0]) <= 0:
         return "PnP did not converge to a face in front of the camera"
     rotation, _ = cv2.Rodrigues(rvec)
-    projected, _ = cv2.projectPoints(object_points, rvec, tvec, camera.matrix, camera.distortion)
-    error = float(np.sqrt(np.mean(np.sum((projected.reshape(-1, 2) - image_points) ** 2, axis=1))))
+    projected = camera.project(object_points, rvec, tvec)
+    error = float(np.sqrt(np.mean(np.sum((projected - image_points) ** 2, axis=1))))
     return MetricPose(
         rotation=rotation,
         translation=tvec.reshape(3),
@@ -154,4 +286,4 @@ def nominal_camera(width: int, height: int) -> CameraModel:
     """
     focal = float(max(width, height))
     matrix = np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
-    return CameraModel(matrix=matrix, distortion=np.zeros(0))
+    return CameraModel(matrix=matrix, distortion=np.zeros(0), width=width, height=height)

@@ -72,6 +72,7 @@ FACE_SKIP_REASONS = (
     "network_output_not_finite",
     "face_lost",
     "invalid_intrinsics",
+    "intrinsics_scaled",
     "pnp_failed",
     "timestamp_not_increasing",
     "image_size_changed",
@@ -137,6 +138,7 @@ class FrameResult:
     events: list[str] = field(default_factory=list)
     detector_ran: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    camera: CameraModel | None = None  # the intrinsics used, fitted to this image
 
 
 def prepare_image(image: object, min_side: int) -> tuple[np.ndarray | None, str | None, str]:
@@ -320,7 +322,7 @@ class HeadPoseEstimator:
             self.tracker.reset()
             self._filters.clear()
         self._last_size = image.shape[:2]
-        camera_model = self._camera(camera, result)
+        camera_model = result.camera = self._camera(camera, result)
 
         self.tracker.begin_frame()
         self._detect(image, boxes, box_scores, result)
@@ -354,14 +356,20 @@ class HeadPoseEstimator:
         _LOG.log(level, "frame skipped, %s: %s", reason, detail)
 
     def _camera(self, camera: object, result: FrameResult) -> CameraModel | None:
-        if camera is None or isinstance(camera, CameraModel):
-            return camera
+        """Return the intrinsics for this image: validated, scaled for a resized image."""
+        if camera is None:
+            return None
         try:
-            matrix, distortion = camera  # type: ignore[misc]
-            return camera_from_intrinsics(matrix, distortion)
+            if not isinstance(camera, CameraModel):
+                matrix, distortion = camera  # type: ignore[misc]
+                camera = camera_from_intrinsics(matrix, distortion)
+            camera, note = camera.for_image(result.image_width, result.image_height)
         except (IntrinsicsError, TypeError, ValueError) as error:
             self._event(result, "invalid_intrinsics", str(error))
             return None
+        if note:
+            self._event(result, "intrinsics_scaled", note)
+        return camera
 
     def _detect(
         self,

@@ -17,12 +17,10 @@ from headpose_ros.core.pipeline import FaceResult, FrameResult
 
 __all__ = [
     "AXIS_COLOURS_RGB",
-    "FaceMarkerGeometry",
     "MarkerSpec",
     "attention_colour",
     "draw_frame",
     "face_label",
-    "face_marker_geometry",
     "marker_namespace",
     "marker_specs",
     "visibility_colour",
@@ -48,62 +46,6 @@ def face_label(face: FaceResult) -> str:
     """Short text shown next to a face: id, angles in degrees and attention."""
     yaw, pitch, roll = np.rad2deg([face.yaw, face.pitch, face.roll])
     return f"{face.track_id} y{yaw:+.0f} p{pitch:+.0f} r{roll:+.0f} att {face.attention:.2f}"
-
-
-@dataclass(frozen=True)
-class FaceMarkerGeometry:
-    """Everything an rviz MarkerArray needs for one face, in the camera optical frame (metres).
-
-    ``axis_ends[i]`` is the tip of head axis ``i`` starting at ``origin``; the attention arrow
-    runs ``arrow_start`` -> ``arrow_end`` along the head's forward axis in ``arrow_rgb``;
-    ``landmarks`` are the image landmarks lifted onto the plane through the head origin
-    parallel to the image, with ``landmark_rgb`` from their visibility.
-    """
-
-    origin: np.ndarray
-    axis_ends: np.ndarray
-    arrow_start: np.ndarray
-    arrow_end: np.ndarray
-    arrow_rgb: tuple[float, float, float]
-    landmarks: np.ndarray | None
-    landmark_rgb: list[tuple[float, float, float]]
-    label: str
-    label_position: np.ndarray
-    metric: bool
-
-
-def face_marker_geometry(
-    face: FaceResult,
-    camera: CameraModel | None,
-    image_size: tuple[int, int],
-    axis_length_m: float = 0.1,
-    arrow_length_m: float = 0.3,
-    nominal_depth_m: float = 1.0,
-) -> FaceMarkerGeometry:
-    """Marker geometry; non-metric faces are placed at ``nominal_depth_m`` along their ray."""
-    origin = face.position if face.metric else face.position / face.position[2] * nominal_depth_m
-    axes = face.rotation.T  # rows: head x, y, z axes in the optical frame
-    landmarks = None
-    colours: list[tuple[float, float, float]] = []
-    if face.landmarks is not None and face.visibility is not None:
-        cam = camera if camera is not None else nominal_camera(*image_size)
-        rays = cv2.undistortPoints(
-            face.landmarks.reshape(-1, 1, 2), cam.matrix, cam.distortion
-        ).reshape(-1, 2)
-        landmarks = np.column_stack([rays * origin[2], np.full(len(rays), origin[2])])
-        colours = [visibility_colour(v) for v in face.visibility]
-    return FaceMarkerGeometry(
-        origin=origin,
-        axis_ends=origin + axes * axis_length_m,
-        arrow_start=origin,
-        arrow_end=origin + axes[0] * arrow_length_m,
-        arrow_rgb=attention_colour(face.attention),
-        landmarks=landmarks,
-        landmark_rgb=colours,
-        label=face_label(face),
-        label_position=origin + np.array([0.0, -0.12, 0.0]),  # above the head (y is down)
-        metric=face.metric,
-    )
 
 
 def _bgr(rgb: tuple[float, float, float]) -> tuple[int, int, int]:
@@ -193,6 +135,8 @@ class MarkerSpec:
 
 #: Markers drawn per face, by id within the face's namespace.
 _FACE_MARKER_IDS = {"arrow": 0, "axes": 1, "landmarks": 2, "label": 3}
+#: Head axes and attention arrow lengths, and where a face of unknown distance is drawn.
+AXIS_LENGTH_M, ARROW_LENGTH_M, NOMINAL_DEPTH_M = 0.1, 0.3, 1.0
 
 
 def marker_namespace(track_id: str) -> str:
@@ -204,6 +148,71 @@ def _point(p: np.ndarray) -> tuple[float, float, float]:
     return (float(p[0]), float(p[1]), float(p[2]))
 
 
+def _face_markers(
+    face: FaceResult, camera: CameraModel | None, image_size: tuple[int, int]
+) -> list[MarkerSpec]:
+    """Markers of one face in the optical frame (metres), straight from the FaceResult.
+
+    Head axes (x, y, z in red, green, blue) and the attention arrow along the forward axis
+    start at the head origin; a face without metric position is drawn
+    :data:`NOMINAL_DEPTH_M` along its ray. Landmarks are lifted onto the plane through the
+    head origin parallel to the image, coloured by visibility; the label floats above the head.
+    """
+    ns = marker_namespace(face.track_id)
+    origin = face.position if face.metric else face.position / face.position[2] * NOMINAL_DEPTH_M
+    axes = face.rotation.T  # rows: head x, y, z axes in the optical frame
+    axis_points, axis_colours = [], []
+    for axis, rgb in zip(axes, AXIS_COLOURS_RGB, strict=True):
+        axis_points += [_point(origin), _point(origin + axis * AXIS_LENGTH_M)]
+        axis_colours += [(*rgb, 1.0), (*rgb, 1.0)]
+    markers = [
+        MarkerSpec(
+            ns,
+            _FACE_MARKER_IDS["arrow"],
+            "arrow",
+            (_point(origin), _point(origin + axes[0] * ARROW_LENGTH_M)),
+            colour=(*attention_colour(face.attention), 1.0),
+            scale=(0.015, 0.03, 0.05),
+        ),
+        MarkerSpec(
+            ns,
+            _FACE_MARKER_IDS["axes"],
+            "line_list",
+            tuple(axis_points),
+            tuple(axis_colours),
+            scale=(0.008, 0.0, 0.0),
+        ),
+    ]
+    if face.landmarks is not None and face.visibility is not None:
+        rays = (camera if camera is not None else nominal_camera(*image_size)).normalised(
+            face.landmarks
+        )
+        markers.append(
+            MarkerSpec(
+                ns,
+                _FACE_MARKER_IDS["landmarks"],
+                "sphere_list",
+                tuple(
+                    (float(x * origin[2]), float(y * origin[2]), float(origin[2])) for x, y in rays
+                ),
+                tuple((*visibility_colour(v), 1.0) for v in face.visibility),
+                scale=(0.006, 0.006, 0.006),
+            )
+        )
+    markers.append(
+        MarkerSpec(
+            ns,
+            _FACE_MARKER_IDS["label"],
+            "text",
+            colour=(1.0, 1.0, 1.0, 1.0),
+            scale=(0.0, 0.0, 0.04),
+            text=face_label(face),
+            position=_point(origin + np.array([0.0, -0.12, 0.0])),  # above the head (y is down)
+        )
+    )
+    return markers
+
+
 def marker_specs(
     frame: FrameResult, camera: CameraModel | None, previous_ids: set[str]
 ) -> tuple[list[MarkerSpec], set[str]]:
@@ -212,58 +221,8 @@ def marker_specs(
     Returns the specs and the set of track ids drawn, to pass back as ``previous_ids`` next
     frame: the caller keeps that state so that rviz never shows a stale face.
     """
-    specs: list[MarkerSpec] = []
     size = (max(frame.image_width, 1), max(frame.image_height, 1))
-    for face in frame.faces:
-        geometry = face_marker_geometry(face, camera, size)
-        ns = marker_namespace(face.track_id)
-        rgba = (*geometry.arrow_rgb, 1.0)
-        specs.append(
-            MarkerSpec(
-                ns,
-                _FACE_MARKER_IDS["arrow"],
-                "arrow",
-                (_point(geometry.arrow_start), _point(geometry.arrow_end)),
-                colour=rgba,
-                scale=(0.015, 0.03, 0.05),
-            )
-        )
-        axis_points, axis_colours = [], []
-        for tip, rgb in zip(geometry.axis_ends, AXIS_COLOURS_RGB, strict=True):
-            axis_points += [_point(geometry.origin), _point(tip)]
-            axis_colours += [(*rgb, 1.0), (*rgb, 1.0)]
-        specs.append(
-            MarkerSpec(
-                ns,
-                _FACE_MARKER_IDS["axes"],
-                "line_list",
-                tuple(axis_points),
-                tuple(axis_colours),
-                scale=(0.008, 0.0, 0.0),
-            )
-        )
-        if geometry.landmarks is not None:
-            specs.append(
-                MarkerSpec(
-                    ns,
-                    _FACE_MARKER_IDS["landmarks"],
-                    "sphere_list",
-                    tuple(_point(p) for p in geometry.landmarks),
-                    tuple((*rgb, 1.0) for rgb in geometry.landmark_rgb),
-                    scale=(0.006, 0.006, 0.006),
-                )
-            )
-        specs.append(
-            MarkerSpec(
-                ns,
-                _FACE_MARKER_IDS["label"],
-                "text",
-                colour=(1.0, 1.0, 1.0, 1.0),
-                scale=(0.0, 0.0, 0.04),
-                text=geometry.label,
-                position=_point(geometry.label_position),
-            )
-        )
+    specs = [spec for face in frame.faces for spec in _face_markers(face, camera, size)]
     current = {face.track_id for face in frame.faces}
     for gone in sorted(previous_ids - current):
         specs += [

@@ -1,10 +1,9 @@
-"""rosbags type store and message decoding for the bag tool (no rclpy, no ROS install needed).
+"""rosbags type store for the bag tool (no rclpy, no ROS install needed).
 
-Message *construction* is shared with the node in :mod:`headpose_ros.messages` (through its
-``rosbags_factory``); this module adds what only the bag tool needs: a type store that knows
-the project's own messages, registered from the ``headpose_msgs/msg/*.msg`` files of the
-installed share directory or the source tree, and the reading side (images, CameraInfo,
-ground-truth orientations).
+Message conversions in both directions are shared with the node in
+:mod:`headpose_ros.messages` (through its ``rosbags_factory``); this module adds what only the
+bag tool needs: a type store that knows the project's own messages, registered from the
+``headpose_msgs/msg/*.msg`` files of the installed share directory or the source tree.
 """
 
 from __future__ import annotations
@@ -12,12 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from headpose_ros.core.image_codec import decode_compressed_image, decode_raw_image
-from headpose_ros.core.metric_pose import CameraModel, camera_from_intrinsics
 from headpose_ros.core.model_paths import share_dir_candidates
 
 __all__ = [
@@ -29,10 +25,7 @@ __all__ = [
     "POSE_ARRAY",
     "POSE_STAMPED",
     "build_typestore",
-    "camera_from_info",
-    "decode_image_message",
     "headpose_msg_dir",
-    "quaternion_to_rotation",
 ]
 
 IMAGE = "sensor_msgs/msg/Image"
@@ -71,37 +64,3 @@ def build_typestore(bag_connections: list[Any] = ()) -> Typestore:
                 continue
     store.register(types)
     return store
-
-
-def decode_image_message(msg: Any, msgtype: str) -> np.ndarray:
-    """Image or CompressedImage -> BGR array (ImageDecodeError on malformed data)."""
-    if msgtype == COMPRESSED_IMAGE:
-        return decode_compressed_image(msg.format, msg.data)
-    return decode_raw_image(
-        msg.encoding,
-        int(msg.height),
-        int(msg.width),
-        int(msg.step),
-        bool(msg.is_bigendian),
-        msg.data,
-    )
-
-
-def camera_from_info(msg: Any) -> CameraModel:
-    """CameraInfo -> validated intrinsics (IntrinsicsError for zero/NaN K)."""
-    return camera_from_intrinsics(
-        np.asarray(msg.k, dtype=np.float64), np.asarray(msg.d, dtype=np.float64)
-    )
-
-
-def quaternion_to_rotation(x: float, y: float, z: float, w: float) -> np.ndarray:
-    """Convert a unit quaternion (x, y, z, w) to a 3x3 rotation matrix."""
-    q = np.array([x, y, z, w], dtype=np.float64)
-    x, y, z, w = q / np.linalg.norm(q)
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )

@@ -21,7 +21,12 @@ import yaml
 
 from headpose_ros.core.config import ConfigError, EstimatorConfig, config_from_flat, iter_settings
 from headpose_ros.core.manifest import ModelFileError
-from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError, camera_from_intrinsics
+from headpose_ros.core.metric_pose import (
+    DISTORTION_MODELS,
+    CameraModel,
+    IntrinsicsError,
+    camera_from_intrinsics,
+)
 from headpose_ros.core.pipeline import STAGES, FaceResult, FrameResult
 
 __all__ = [
@@ -118,7 +123,14 @@ def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--encoder-only", action="store_true", help="head pose only (no landmarks)")
     group.add_argument("--intrinsics", help="fx,fy,cx,cy of the camera, for metric positions")
-    group.add_argument("--distortion", help="OpenCV distortion coefficients k1,k2,p1,p2[,k3...]")
+    group.add_argument(
+        "--distortion", help="distortion coefficients: k1,k2,p1,p2[,k3] or 8 (rational) or 4"
+    )
+    group.add_argument(
+        "--distortion-model",
+        choices=sorted(DISTORTION_MODELS),
+        help="how --distortion is read (default: plumb_bob, rational_polynomial for 8 values)",
+    )
     group.add_argument("--list-settings", action="store_true", help="print every setting and exit")
 
 
@@ -164,7 +176,9 @@ def camera_from_arguments(args: argparse.Namespace) -> CameraModel | None:
     except ValueError as error:
         raise IntrinsicsError(f"--intrinsics needs fx,fy,cx,cy numbers: {error}") from error
     return camera_from_intrinsics(
-        np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), distortion
+        np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]),
+        distortion,
+        args.distortion_model,
     )
 
 

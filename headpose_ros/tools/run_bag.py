@@ -26,17 +26,20 @@ from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterEr
 from tqdm import tqdm
 
 from headpose_ros.core.config import config_to_flat
-from headpose_ros.core.geometry import matrix_to_euler
+from headpose_ros.core.geometry import matrix_to_euler, quaternion_to_rotation
 from headpose_ros.core.image_codec import ImageDecodeError
-from headpose_ros.core.metric_pose import IntrinsicsError
+from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
 from headpose_ros.core.pipeline import FaceResult, FrameResult, HeadPoseEstimator
 from headpose_ros.messages import (
-    face_array_message,
-    marker_array_message,
-    pose_array_message,
+    box_from_message,
+    camera_from_info,
+    frame_messages,
+    image_from_message,
     rosbags_factory,
+    stamp_ns,
 )
+from headpose_ros.tools.annotations import annotated_face, landmark_box
 from headpose_ros.tools.bag_messages import (
     CAMERA_INFO,
     COMPRESSED_IMAGE,
@@ -46,9 +49,6 @@ from headpose_ros.tools.bag_messages import (
     POSE_ARRAY,
     POSE_STAMPED,
     build_typestore,
-    camera_from_info,
-    decode_image_message,
-    quaternion_to_rotation,
 )
 from headpose_ros.tools.common import (
     ResultWriter,
@@ -60,6 +60,10 @@ from headpose_ros.tools.common import (
 )
 
 __all__ = ["main", "run"]
+
+
+#: The output topics written for every image (under ``--output-prefix``) and their types.
+_OUTPUT_TYPES = {"faces": FACE_ARRAY, "poses": POSE_ARRAY, "markers": MARKER_ARRAY}
 
 
 class BagToolError(RuntimeError):
@@ -100,10 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-dir", type=Path, help="report folder (default: <output>_report)")
     add_estimator_arguments(parser)
     return parser
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _pick_topics(
@@ -155,44 +155,55 @@ class GroundTruth:
 
     def __init__(self) -> None:
         """Start empty."""
-        self._truth: dict[int, list[tuple[np.ndarray | None, np.ndarray]]] = {}
+        # stamp -> [(annotated box or None, landmarks or None, angles in degrees)]
+        self._truth: dict[int, list[tuple[np.ndarray | None, np.ndarray | None, np.ndarray]]] = {}
         self._results: dict[int, list[FaceResult]] = {}
 
     def add(self, msg: Any, msgtype: str) -> None:
-        """Remember one ground-truth message (faces: landmarks or None, angles in degrees)."""
+        """Remember one ground-truth message: per face its box, landmarks and angles.
+
+        A FaceArray face is found again by its landmarks' box, or its own box when it has no
+        landmarks; a PoseStamped (no box) stands for the largest face.
+        """
         if msgtype == POSE_STAMPED:
             q = msg.pose.orientation
             angles = np.rad2deg(matrix_to_euler(quaternion_to_rotation(q.x, q.y, q.z, q.w)))
-            self._truth[_stamp_ns(msg.header)] = [(None, angles)]
+            self._truth[stamp_ns(msg.header)] = [(None, None, angles)]
             return
         faces = []
         for face in msg.faces:
             points = (
                 np.array([[p.x, p.y] for p in face.landmarks]) if len(face.landmarks) else None
             )
-            faces.append((points, np.rad2deg([face.yaw, face.pitch, face.roll])))
-        self._truth[_stamp_ns(msg.header)] = faces
+            box = landmark_box(points) if points is not None else box_from_message(face.box)
+            faces.append((box, points, np.rad2deg([face.yaw, face.pitch, face.roll])))
+        self._truth[stamp_ns(msg.header)] = faces
 
     def record(self, frame: FrameResult) -> None:
         """Keep a processed frame's faces for pairing."""
         self._results[frame.timestamp_ns] = frame.faces
 
     def metrics(self) -> dict[str, Any]:
-        """NME (inter-ocular) and pose MAE of the faces nearest to each ground-truth face."""
+        """NME (inter-ocular) and pose MAE of the face matched to each ground-truth face.
+
+        Matched by box overlap (:func:`annotated_face`): a ground-truth face that no estimated
+        face overlaps is counted as unmatched, never scored against another face.
+        """
         landmark_pairs, angle_pairs, unmatched = [], [], 0
         for stamp, truth in sorted(self._truth.items()):
             faces = self._results.get(stamp, [])
-            for points, angles in truth:
-                if not faces:
+            for box, points, angles in truth:
+                if box is None:
+                    face = max(
+                        faces,
+                        key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]),
+                        default=None,
+                    )
+                else:
+                    face = annotated_face(faces, box)
+                if face is None:
                     unmatched += 1
                     continue
-                if points is None:
-                    face = max(faces, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
-                else:
-                    centre = points.mean(axis=0)
-                    face = min(
-                        faces, key=lambda f: np.hypot(*(np.add(f.box[:2], f.box[2:]) / 2 - centre))
-                    )
                 angle_pairs.append((np.rad2deg([face.yaw, face.pitch, face.roll]), angles))
                 if (
                     points is not None
@@ -239,7 +250,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         storage = args.storage if args.storage != "same" else _storage_of(args.bag)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         camera = fixed_camera
-        previous_ids: set[str] = set()
+        no_camera = "" if fixed_camera is not None else "no camera_info (yet)"
+        shown_ids: set[str] = set()
         index = 0
         # Bag format 8 is read by every ROS 2 release from Iron on (9 needs Jazzy or later).
         with Writer(output, version=8, storage_plugin=plugin) as bag_out:
@@ -255,17 +267,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     offered_qos_profiles=conn.ext.offered_qos_profiles,
                 )
             prefix = args.output_prefix.rstrip("/")
-            out_faces = bag_out.add_connection(f"{prefix}/faces", FACE_ARRAY, typestore=store)
-            out_poses = bag_out.add_connection(f"{prefix}/poses", POSE_ARRAY, typestore=store)
-            out_markers = bag_out.add_connection(
-                f"{prefix}/markers", MARKER_ARRAY, typestore=store
-            )
+            outputs = {
+                topic: (
+                    bag_out.add_connection(f"{prefix}/{topic}", msgtype, typestore=store),
+                    msgtype,
+                )
+                for topic, msgtype in _OUTPUT_TYPES.items()
+            }
             total = image_conn.msgcount or None
             progress = tqdm(total=total, unit="image", desc="headpose_bag")
             for conn, bag_time, raw in reader.messages():
                 bag_out.write(copies[conn.id], bag_time, raw)
                 if info_conn is not None and conn.id == info_conn.id and fixed_camera is None:
-                    camera = _camera_or_none(store.deserialize_cdr(raw, CAMERA_INFO), estimator)
+                    info = store.deserialize_cdr(raw, CAMERA_INFO)
+                    camera, no_camera = _camera_or_reason(info, estimator)
                 elif gt_conn is not None and conn.id == gt_conn.id:
                     ground_truth.add(store.deserialize_cdr(raw, conn.msgtype), conn.msgtype)
                 if conn.id != image_conn.id:
@@ -273,29 +288,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress.update(1)
                 try:
                     msg = store.deserialize_cdr(raw, conn.msgtype)
-                    image = decode_image_message(msg, conn.msgtype)
+                    image = image_from_message(msg, config.max_image_pixels)
                 except (ImageDecodeError, ValueError, AssertionError, IndexError) as error:
                     estimator.counters["skip:unreadable_image"] += 1
+                    estimator.counters[f"unreadable:{getattr(error, 'reason', 'message')}"] += 1
                     writer.write_unreadable(index, conn.topic, bag_time, str(error))
                     index += 1
                     continue
-                stamp = _stamp_ns(msg.header) or bag_time
+                stamp = stamp_ns(msg.header) or bag_time
                 frame = estimator.estimate(image, stamp, camera)
-                writer.write(index, conn.topic, frame)
+                writer.write(index, conn.topic, frame, {"no_intrinsics_because": no_camera})
                 index += 1
                 if frame.skip_reason:
                     continue
                 ground_truth.record(frame)
-                scheme = estimator.manifest.landmark_scheme
-                markers, previous_ids = marker_array_message(
-                    make, msg.header, frame, camera, previous_ids
+                messages = frame_messages(
+                    make,
+                    msg.header,
+                    frame,
+                    estimator.manifest.landmark_scheme,
+                    frame.camera,
+                    shown_ids,
+                    topics=outputs.keys(),
                 )
-                outputs = (
-                    (out_faces, face_array_message(make, msg.header, frame, scheme), FACE_ARRAY),
-                    (out_poses, pose_array_message(make, msg.header, frame), POSE_ARRAY),
-                    (out_markers, markers, MARKER_ARRAY),
-                )
-                for connection, message, msgtype in outputs:
+                shown_ids = messages.shown_ids
+                for topic, message in messages.topics.items():
+                    connection, msgtype = outputs[topic]
                     bag_out.write(connection, bag_time, store.serialize_cdr(message, msgtype))
             progress.close()
     estimator.close()
@@ -306,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "storage": storage,
             "image_topic": image_conn.topic,
             "camera_info_topic": info_conn.topic if info_conn is not None else None,
-            "output_topics": [f"{prefix}/faces", f"{prefix}/poses", f"{prefix}/markers"],
+            "output_topics": [f"{prefix}/{topic}" for topic in _OUTPUT_TYPES],
             "device": estimator.device,
             "settings": config_to_flat(config),
             "model": str(estimator.model.folder),
@@ -324,13 +342,14 @@ def _storage_of(bag: Path) -> str:
     return "mcap" if any(path.suffix == ".mcap" for path in bag.iterdir()) else "sqlite3"
 
 
-def _camera_or_none(info: Any, estimator: HeadPoseEstimator) -> Any:
-    """Latest CameraInfo as intrinsics; invalid ones are counted and give orientation only."""
+def _camera_or_reason(info: Any, estimator: HeadPoseEstimator) -> tuple[CameraModel | None, str]:
+    """Latest CameraInfo as intrinsics, or ``None`` and why (counted; orientation only then)."""
     try:
-        return camera_from_info(info)
-    except IntrinsicsError:
+        return camera_from_info(info), ""
+    except IntrinsicsError as error:
         estimator.counters["event:invalid_intrinsics"] += 1
-        return None
+        estimator.counters[f"camera_info_rejected:{error.reason}"] += 1
+        return None, f"camera_info rejected: {error}"
 
 
 def _write_markdown(path: Path, summary: dict[str, Any]) -> None:

@@ -23,10 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from headpose_ros.core.config import config_to_flat
+from headpose_ros.core.image_codec import ImageDecodeError, decode_compressed_image
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
 from headpose_ros.core.visualization import draw_frame
-from headpose_ros.tools.annotations import annotation_for
+from headpose_ros.tools.annotations import annotated_face, annotation_for, landmark_box
 from headpose_ros.tools.common import (
     ResultWriter,
     add_estimator_arguments,
@@ -57,10 +58,14 @@ def _image_files(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _read_images(files: list[Path], fps: float) -> Iterator[InputFrame]:
+def _read_images(files: list[Path], fps: float, max_pixels: int) -> Iterator[InputFrame]:
+    """Image files, decoded only after their header's size passed ``max_pixels``."""
     for index, file in enumerate(files):
-        image = cv2.imread(str(file), cv2.IMREAD_COLOR)
-        error = "" if image is not None else f"cannot decode {file.name}"
+        image, error = None, ""
+        try:
+            image = decode_compressed_image(file.suffix, file.read_bytes(), max_pixels)
+        except (ImageDecodeError, OSError) as problem:
+            error = f"cannot decode {file.name}: {problem}"
         yield InputFrame(index, file.name, image, int(round(index * 1e9 / fps)), error, file)
 
 
@@ -84,12 +89,17 @@ def _read_video(capture: cv2.VideoCapture, name: str, max_frames: int) -> Iterat
 
 
 def nme_of_frame(frame: FrameResult, annotation: np.ndarray) -> float | None:
-    """Inter-ocular NME of the face closest to the annotated one, or None without landmarks."""
-    candidates = [f for f in frame.faces if f.landmarks is not None]
-    if not candidates or annotation.shape != (68, 2):
+    """Inter-ocular NME of the annotated face; ``None`` when no face overlaps the annotation.
+
+    The face is matched to the annotation by box overlap (:func:`annotated_face`), so when the
+    annotated face is missed another face in the image is not scored in its place.
+    """
+    if annotation.shape != (68, 2):
         return None
-    centre = annotation.mean(axis=0)
-    face = min(candidates, key=lambda f: float(np.linalg.norm(f.landmarks.mean(axis=0) - centre)))
+    candidates = [f for f in frame.faces if f.landmarks is not None]
+    face = annotated_face(candidates, landmark_box(annotation))
+    if face is None:
+        return None
     normaliser = landmark_normaliser(annotation[None], "interocular")
     return float(nme_per_face(face.landmarks[None], annotation[None], None, normaliser)[0])
 
@@ -121,14 +131,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None, bool, float]:
-    """Frame iterator, frame count if known, whether frames are a sequence, and the frame rate."""
+def _frames(
+    args: argparse.Namespace, max_pixels: int
+) -> tuple[Iterator[InputFrame], int | None, bool, float]:
+    """Frame iterator, frame count if known, whether frames are a sequence, and the frame rate.
+
+    A video or camera whose frames exceed ``max_pixels`` is refused before the first frame.
+    """
     source = str(args.source)
     path = Path(source)
     if source.isdigit() and not path.exists():
         capture = cv2.VideoCapture(int(source))
         if not capture.isOpened():
             raise FileNotFoundError(f"camera {source} cannot be opened")
+        _check_video_size(capture, f"camera {source}", max_pixels)
         return (
             _read_video(capture, f"camera{source}", args.max_frames),
             None,
@@ -141,14 +157,15 @@ def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None,
             files = files[: args.max_frames]
         if not files:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-        return _read_images(files, args.fps), len(files), args.sequence, args.fps
+        return _read_images(files, args.fps, max_pixels), len(files), args.sequence, args.fps
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return _read_images([path], args.fps), 1, False, args.fps
+        return _read_images([path], args.fps, max_pixels), 1, False, args.fps
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise FileNotFoundError(f"{path} is neither an image nor a video OpenCV can open")
+    _check_video_size(capture, str(path), max_pixels)
     count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if count and args.max_frames > 0:
         count = min(count, args.max_frames)
@@ -160,16 +177,27 @@ def _frames(args: argparse.Namespace) -> tuple[Iterator[InputFrame], int | None,
     )
 
 
+def _check_video_size(capture: cv2.VideoCapture, name: str, max_pixels: int) -> None:
+    width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+    height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_pixels:
+        capture.release()
+        raise ImageDecodeError(
+            f"{name} has {width}x{height} frames, above max_image_pixels = {max_pixels}",
+            "image_too_large",
+        )
+
+
 def run(args: argparse.Namespace) -> dict:
     """Process the source; return the summary."""
     config = config_from_arguments(args)
     camera = camera_from_arguments(args)
-    frames, total, sequence, fps = _frames(args)
+    frames, total, sequence, fps = _frames(args, config.max_image_pixels)
     estimator = HeadPoseEstimator(config)
     writer = ResultWriter(args.output_dir)
     annotated_dir = args.output_dir / "annotated"
     video: cv2.VideoWriter | None = None
-    errors: list[float] = []
+    errors: list[float | None] = []  # per annotated image; None = annotated face missed
     try:
         for item in tqdm(frames, total=total, unit="frame", desc="headpose"):
             if item.image is None:
@@ -182,8 +210,7 @@ def run(args: argparse.Namespace) -> dict:
             extra = {}
             if annotation is not None:
                 extra["nme"] = nme_of_frame(frame, annotation)
-                if extra["nme"] is not None:
-                    errors.append(extra["nme"])
+                errors.append(extra["nme"])
             writer.write(item.index, item.name, frame, extra)
             if args.no_annotate:
                 continue
@@ -204,11 +231,14 @@ def run(args: argparse.Namespace) -> dict:
         if video is not None:
             video.release()
         estimator.close()
+    scored = [e for e in errors if e is not None]
     if errors:
         writer.extra["landmark_nme_interocular"] = {
-            "faces": len(errors),
-            "mean": round(float(np.mean(errors)), 4),
-            "median": round(float(np.median(errors)), 4),
+            "annotated": len(errors),
+            "faces": len(scored),
+            "missed": len(errors) - len(scored),
+            "mean": round(float(np.mean(scored)), 4) if scored else None,
+            "median": round(float(np.median(scored)), 4) if scored else None,
         }
     writer.extra["device"] = estimator.device
     writer.extra["settings"] = config_to_flat(config)
@@ -222,7 +252,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; exit code 2 for bad settings, model or input."""
-    return tool_main(build_parser(), argv, "source", run)
+    return tool_main(build_parser(), argv, "source", run, (ImageDecodeError,))
 
 
 if __name__ == "__main__":

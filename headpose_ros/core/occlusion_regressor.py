@@ -174,6 +174,7 @@ def shape_indexed_features(
     pattern: np.ndarray,
     diameter: float,
     crop_size: float,
+    heatmap_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Each landmark's own heatmap sampled at the mapped pattern: -> (N, L, P) float64.
 
@@ -181,8 +182,11 @@ def shape_indexed_features(
     ``(i + 0.5) * crop_size / H`` crop pixels; samples are bilinear, zero outside the map, and
     divided by the map's maximum. ``shapes`` (N, L, 2) and ``transforms`` (N, 2, 2) are in crop
     pixels, ``pattern`` (P, 2) in units of ``diameter`` times the mean-shape face size.
+    ``heatmap_rows`` (N,) says which row of ``heatmaps`` each shape samples (default: its own),
+    so that training can sample many starts of one crop without copying its maps.
     """
-    num, points, height, width = heatmaps.shape
+    _, points, height, width = heatmaps.shape
+    rows = np.arange(len(shapes)) if heatmap_rows is None else np.asarray(heatmap_rows)
     offsets = np.einsum("nij,pj->npi", transforms, pattern * diameter)
     positions = shapes[:, :, None, :] + offsets[:, None, :, :]
     u = positions[..., 0] * (width / crop_size) - 0.5
@@ -190,7 +194,7 @@ def shape_indexed_features(
     u0, v0 = np.floor(u), np.floor(v)
     du, dv = u - u0, v - v0
     u0, v0 = u0.astype(np.int64), v0.astype(np.int64)
-    face = np.arange(num)[:, None, None]
+    face = rows[:, None, None]
     landmark = np.arange(points)[None, :, None]
     values = np.zeros(u.shape)
     for dy, dx, weight in (
@@ -203,7 +207,8 @@ def shape_indexed_features(
         inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
         picked = heatmaps[face, landmark, np.clip(row, 0, height - 1), np.clip(col, 0, width - 1)]
         values += np.where(inside, weight * picked.astype(np.float64), 0.0)
-    peak = heatmaps.reshape(num, points, -1).max(axis=2).astype(np.float64)
+    used, position = np.unique(rows, return_inverse=True)
+    peak = heatmaps[used].reshape(len(used), points, -1).max(axis=2).astype(np.float64)[position]
     return values / np.maximum(peak, 1e-12)[:, :, None]
 
 

@@ -5,8 +5,8 @@ pose (loss (1) alone), symmetric multi-task from scratch (loss (5)) and Pre+Sym 
 first, then loss (5)). Each is exported and scored by
 :func:`headpose_training.evaluate.evaluate_export`: yaw against AFLW's labels on the AFLW
 validation split when the run uses AFLW, and pose against the PnP labels of helen_test; the
-table is written as Markdown and JSON. The paper's claim under test: multi-task training, and more so pre-training
-on landmarks, lowers the head-pose error of the encoder.
+table is written as Markdown and JSON. The paper's claim under test: multi-task training, and
+more so pre-training on landmarks, lowers the head-pose error of the encoder.
 """
 
 from __future__ import annotations

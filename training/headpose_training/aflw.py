@@ -196,7 +196,7 @@ AFLW21_MODEL_WEIGHTS = _model_weights()
 
 
 def aflw_observation(face: AflwFace, affine: np.ndarray) -> FaceObservation:
-    """The visible, modelled points of a face in the crop of ``affine``, with its yaw label."""
+    """Build the mean-face observation of a face: its visible, modelled points and yaw label."""
     used = face.visible & (AFLW21_MODEL_WEIGHTS.sum(axis=1) > 0)
     return FaceObservation(
         apply_affine(face.points[used], affine), AFLW21_MODEL_WEIGHTS[used], face.yaw_deg

@@ -27,7 +27,10 @@ FORMAT_VERSION = 2
 
 @dataclass
 class Checkpoint:
-    """The stored fields; ``split`` maps a source ("300w", "aflw") to {"train": names, "val": names}."""
+    """The stored fields.
+
+    ``split`` maps a source ("300w", "aflw") to ``{"train": names, "val": names}``.
+    """
 
     model: dict[str, torch.Tensor]
     config: TrainConfig

@@ -277,9 +277,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _helen_test(
-    manifest_path: Path, test_dir: Path, out_dir: Path, seed: int
-) -> dict[str, Any]:
+def _helen_test(manifest_path: Path, test_dir: Path, out_dir: Path, seed: int) -> dict[str, Any]:
     """Landmarks, PnP-label pose and synthetic-occluder visibility on the 300-W test folder."""
     manifest, files = load_manifest(manifest_path)
     samples = list(iter_300w(test_dir))
@@ -297,9 +295,7 @@ def _helen_test(
     images = [s.image for s in samples]
     passes = {"mnn": run_estimator(_estimator(manifest_path, False), images, boxes, "MNN")}
     if "or" in files:
-        passes["mnn+or"] = run_estimator(
-            _estimator(manifest_path, True), images, boxes, "MNN+OR"
-        )
+        passes["mnn+or"] = run_estimator(_estimator(manifest_path, True), images, boxes, "MNN+OR")
 
     rng = np.random.default_rng(seed)
     occluded_images, occluded_truth = [], []
@@ -371,7 +367,7 @@ def _helen_test(
 
 
 def aflw_validation_faces(checkpoint_path: Path, data_root: Path) -> FaceSet:
-    """The AFLW faces the checkpoint held out, with pose labels from its own mean face."""
+    """Load the AFLW faces the checkpoint held out, pose-labelled with its own mean face."""
     _, checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.config
     faces = load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None)

@@ -25,6 +25,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from headpose_ros.core.landmarks import IBUG68
 from headpose_ros.core.manifest import (
     ModelFile,
     ModelManifest,
@@ -32,7 +33,6 @@ from headpose_ros.core.manifest import (
     load_manifest,
     sha256_of,
 )
-from headpose_ros.core.landmarks import IBUG68
 from headpose_training.checkpoint import load_checkpoint
 from headpose_training.model import MNN
 
@@ -242,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="training checkpoint (last.pt) to export")
     source.add_argument("--manifest", type=Path, help="existing manifest to add --or to")
-    parser.add_argument(
-        "--out", type=Path, help="export folder (with --checkpoint)"
-    )
+    parser.add_argument("--out", type=Path, help="export folder (with --checkpoint)")
     parser.add_argument(
         "--or", dest="or_artefact", type=Path, help="OR .npz inside the export folder"
     )

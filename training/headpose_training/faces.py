@@ -99,7 +99,7 @@ class FaceSet:
     pose_mask: np.ndarray | None = None
 
     def __len__(self) -> int:
-        """Number of faces."""
+        """Count the faces."""
         return len(self.names)
 
     def box(self, index: int) -> SquareBox:
@@ -107,7 +107,7 @@ class FaceSet:
         return SquareBox(*(float(v) for v in self.boxes[index]))
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> FaceSet:
-        """The faces at ``indices`` (per-face arrays are indexed, shared ones kept)."""
+        """Select the faces at ``indices`` (per-face arrays are indexed, shared ones kept)."""
         idx = np.asarray(indices, dtype=np.int64)
         per_face = {}
         for item in fields(self):
@@ -145,7 +145,7 @@ def _load(path: Path | None, key: str) -> dict[str, np.ndarray] | None:
 def load_300w_faces(
     folders: Sequence[Path], input_size: int, crop_margin: float, cache_dir: Path | None
 ) -> FaceSet:
-    """Decode 300-W folders into patches around the crop box (``crop_margin`` rule) of each face."""
+    """Decode 300-W folders into patches around each face's crop box (``crop_margin`` rule)."""
     box_side = _RESOLUTION * input_size
     patch_size = int(round(_CONTEXT * box_side))
     key = {

@@ -164,7 +164,7 @@ class RefinedFace:
 
 
 def _observed_model(observation: FaceObservation, model_m: np.ndarray) -> np.ndarray:
-    """The model's 3D point for each observed point; NaN where it combines unknown points."""
+    """Give the model's 3D point for each observed point; NaN where it uses unknown points."""
     observed_model = observation.weights @ np.nan_to_num(model_m)
     unknown = np.isnan(model_m).any(axis=1)
     observed_model[(observation.weights[:, unknown] != 0).any(axis=1)] = np.nan
@@ -225,7 +225,7 @@ def depth_scale(
     model_m: np.ndarray,
     observations: Sequence[FaceObservation],
     crop_size: float,
-    scales: np.ndarray = np.arange(0.3, 1.55, 0.05),
+    scales: np.ndarray | None = None,
     sample: int = 400,
 ) -> float:
     """Depth factor of the model that best explains the yaw-labelled faces.
@@ -238,6 +238,7 @@ def depth_scale(
     labelled = [o for o in observations if o.yaw_deg is not None][:sample]
     if not labelled:
         return 1.0
+    scales = np.arange(0.3, 1.55, 0.05) if scales is None else scales
     camera_errors = []
     for scale in scales:
         scaled = model_m * np.array([scale, 1.0, 1.0])
@@ -256,7 +257,7 @@ def depth_scale(
 def _project(
     observation: FaceObservation, model_m: np.ndarray, pose: np.ndarray, crop_size: float
 ) -> np.ndarray:
-    """The observation's points as the model in ``pose`` projects them (NaN: unknown points)."""
+    """Project the observation's model points with ``pose`` (NaN: unknown points)."""
     return project_points(
         _observed_model(observation, model_m),
         rotation_of_pose(pose),

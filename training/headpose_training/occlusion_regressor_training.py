@@ -48,6 +48,7 @@ from headpose_training.or_fit import (
     OrTrainingSet,
     fit_occlusion_regressor,
     nme_interocular,
+    refine_as_inference,
     select_stages,
 )
 
@@ -105,7 +106,9 @@ def collect_mnn_outputs(
                 flush()
     flush()
     return OrTrainingSet(
-        heatmaps=np.concatenate([o.heatmaps for o in outputs]),
+        # float16 halves the memory of tens of thousands of crops' maps; the OR's features
+        # are ratios to each map's peak, which that precision keeps to 1e-3.
+        heatmaps=np.concatenate([o.heatmaps.astype(np.float16) for o in outputs]),
         pose_ae=np.concatenate([o.pose_ae for o in outputs]).astype(np.float64),
         visibility=np.concatenate([o.visibility for o in outputs]).astype(np.float64),
         targets=np.stack(targets),
@@ -114,7 +117,10 @@ def collect_mnn_outputs(
 
 
 def split_faces(checkpoint_path: Path, data_root: Path) -> dict[str, dict[str, FaceSet]]:
-    """The MNN run's faces by source ("300w", "aflw") and side ("train", "val"), as it split them."""
+    """Load the MNN run's faces by source ("300w", "aflw") and side ("train", "val").
+
+    The split is the one the checkpoint stores, so the OR never learns from a held-out face.
+    """
     _, checkpoint = load_checkpoint(checkpoint_path)
     config = checkpoint.config
     sources = {
@@ -140,9 +146,13 @@ def split_faces(checkpoint_path: Path, data_root: Path) -> dict[str, dict[str, F
 def evaluate_regressor(
     regressor: OcclusionRegressor, data: OrTrainingSet
 ) -> dict[str, np.ndarray]:
-    """Per-face NME (inter-ocular, %) of the MNN alone (heatmap decoding) and of MNN + OR."""
+    """Per-face NME (inter-ocular, %) of the MNN alone (heatmap decoding) and of MNN + OR.
+
+    "or_start" (the projected mean face) is NaN where ``p^AE`` cannot place it; "mnn_or" is
+    what inference reports there, the decoded landmarks.
+    """
     decoded, _ = decode_heatmaps(data.heatmaps, data.crop_size)
-    refined = regressor.refine(data.heatmaps, data.pose_ae, data.visibility, data.crop_size)
+    refined = refine_as_inference(regressor, data)
     initial = initial_shape(data.pose_ae, regressor.mean_face_m, data.crop_size)
     return {
         "mnn_decoded": nme_interocular(decoded, data.targets),
@@ -168,7 +178,7 @@ def time_refine(
 
 
 def _summary(nme: dict[str, np.ndarray]) -> dict[str, float]:
-    return {f"nme_io_{name}_pct": float(np.mean(values)) for name, values in nme.items()}
+    return {f"nme_io_{name}_pct": float(np.nanmean(values)) for name, values in nme.items()}
 
 
 def _write_plots(
@@ -256,7 +266,10 @@ def fit_for_model(
     regressor.save(output)
     regressor = OcclusionRegressor.load(output, model.manifest.mean_face_m)
 
-    results = {"train": evaluate_regressor(regressor, train), "val": evaluate_regressor(regressor, val)}
+    results = {
+        "train": evaluate_regressor(regressor, train),
+        "val": evaluate_regressor(regressor, val),
+    }
     if evaluate_test:
         test = load_300w_faces(
             [data_root / checkpoint.config.data_300w / "helen_test"],

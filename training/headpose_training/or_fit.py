@@ -33,6 +33,7 @@ import numba
 import numpy as np
 from tqdm import tqdm
 
+from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.occlusion_regressor import (
     OcclusionRegressor,
@@ -55,6 +56,7 @@ __all__ = [
     "jittered_poses",
     "nme_interocular",
     "normalised_mean_shape",
+    "refine_as_inference",
     "select_stages",
 ]
 
@@ -108,6 +110,16 @@ class OrTrainingSet:
     def complete(self) -> np.ndarray:
         """(M,) whether every landmark of the crop is annotated (the 300-W crops)."""
         return np.all(np.isfinite(self.targets), axis=(1, 2))
+
+    def subset(self, rows: np.ndarray) -> OrTrainingSet:
+        """Select the crops at ``rows`` (indices or a boolean mask)."""
+        return OrTrainingSet(
+            self.heatmaps[rows],
+            self.pose_ae[rows],
+            self.visibility[rows],
+            self.targets[rows],
+            self.crop_size,
+        )
 
     def concatenate(self, other: OrTrainingSet) -> OrTrainingSet:
         """Both sets' crops in one set (same crop size)."""
@@ -259,16 +271,23 @@ def _stage_features(
     data: OrTrainingSet,
     shapes: np.ndarray,
     transforms: np.ndarray,
+    crop_of: np.ndarray,
     pattern: np.ndarray,
     diameter: float,
+    chunk: int = 8192,
 ) -> np.ndarray:
-    """Features of every sample; sample ``r*M + m`` uses crop ``m``'s heatmaps (no copies)."""
-    count = len(data.heatmaps)
+    """Features of every sample; sample ``i`` reads crop ``crop_of[i]``'s heatmaps (no copies)."""
     features = np.empty(shapes.shape[:2] + (len(pattern),), dtype=np.float64)
-    for start in range(0, len(shapes), count):
-        chunk = slice(start, start + count)
-        features[chunk] = shape_indexed_features(
-            data.heatmaps, shapes[chunk], transforms[chunk], pattern, diameter, data.crop_size
+    for start in range(0, len(shapes), chunk):
+        part = slice(start, start + chunk)
+        features[part] = shape_indexed_features(
+            data.heatmaps,
+            shapes[part],
+            transforms[part],
+            pattern,
+            diameter,
+            data.crop_size,
+            crop_of[part],
         )
     return features
 
@@ -306,14 +325,17 @@ def fit_occlusion_regressor(
     count, points = data.targets.shape[:2]
     poses = jittered_poses(data.pose_ae, config, rng)
     shapes = initial_shape(poses, mean_face_m, data.crop_size)
-    if not np.all(np.isfinite(shapes)):
-        raise ValueError(
-            "some p^AE poses put the mean face behind the crop camera; check the MNN outputs"
-        )
-    visibility = np.tile(data.visibility, (config.initialisations, 1))
+    # A start the mean face cannot be projected from (p^AE puts it behind the crop camera) is
+    # one inference cannot refine either (it keeps the decoded landmarks): leave it out.
+    usable = np.all(np.isfinite(shapes), axis=(1, 2))
+    if not usable.any():
+        raise ValueError("no p^AE pose puts the mean face in front of the crop camera")
+    poses, shapes = poses[usable], shapes[usable]
+    visibility = np.tile(data.visibility, (config.initialisations, 1))[usable]
     occluded = initial_occlusion(poses, visibility) > config.occlusion_threshold
-    targets = np.tile(data.targets, (config.initialisations, 1, 1)).astype(np.float64)
-    complete = np.tile(data.complete, config.initialisations)
+    targets = np.tile(data.targets, (config.initialisations, 1, 1)).astype(np.float64)[usable]
+    complete = np.tile(data.complete, config.initialisations)[usable]
+    crop_of = np.tile(np.arange(count), config.initialisations)[usable]
     known = np.isfinite(targets).reshape(len(targets), -1)
     if not complete.any():
         raise ValueError("the OR needs some completely annotated crops (300-W) to fit on")
@@ -331,7 +353,7 @@ def fit_occlusion_regressor(
     stages = tqdm(range(config.num_stages), desc="OR stages", disable=not progress)
     for stage in stages:
         transforms = similarity_from_mean(mean_shape, shapes)
-        features = _stage_features(data, shapes, transforms, pattern, diameters[stage])
+        features = _stage_features(data, shapes, transforms, crop_of, pattern, diameters[stage])
         residual = _to_mean_frame(transforms, targets - shapes).reshape(len(shapes), -1)
         full = np.flatnonzero(complete)
         _, _, right_vectors = np.linalg.svd(
@@ -410,18 +432,23 @@ def select_stages(
     """
     full = val.complete
     start = initial_shape(val.pose_ae[full], regressor.mean_face_m, val.crop_size)
-    curve = [float(np.mean(nme_interocular(start, val.targets[full])))]
+    curve = [float(np.nanmean(nme_interocular(start, val.targets[full])))]
     for count in range(1, regressor.num_stages + 1):
-        refined = first_stages(regressor, count).refine(
-            val.heatmaps[full], val.pose_ae[full], val.visibility[full], val.crop_size
-        )
+        refined = refine_as_inference(first_stages(regressor, count), val.subset(full))
         curve.append(float(np.mean(nme_interocular(refined, val.targets[full]))))
     best = 1 + int(np.argmin(curve[1:]))
     return first_stages(regressor, best), curve
 
 
+def refine_as_inference(regressor: OcclusionRegressor, data: OrTrainingSet) -> np.ndarray:
+    """Give the landmarks inference reports: OR-refined, or decoded where the OR cannot start."""
+    decoded, _ = decode_heatmaps(data.heatmaps, data.crop_size)
+    refined = regressor.refine(data.heatmaps, data.pose_ae, data.visibility, data.crop_size)
+    return np.where(np.isfinite(refined), refined, decoded)
+
+
 def first_stages(regressor: OcclusionRegressor, count: int) -> OcclusionRegressor:
-    """The cascade cut after ``count`` stages (what stage selection keeps)."""
+    """Cut the cascade after ``count`` stages (what stage selection keeps)."""
     per_stage = ("diameters", "tree_landmark", "split_a", "split_b", "split_threshold")
     per_stage += ("leaf_coefficients", "basis")
     return replace(regressor, **{name: getattr(regressor, name)[:count] for name in per_stage})

@@ -30,7 +30,7 @@ __all__ = ["main", "run_sweep"]
 
 
 def variant_config(base: TrainConfig, name: str, changes: dict[str, Any]) -> TrainConfig:
-    """The base configuration with one variant's changes (nested tables merged)."""
+    """Apply one variant's changes to the base configuration (nested tables merged)."""
     merged = base.to_dict()
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -89,7 +89,10 @@ def _write(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     ]
     for row in rows:
         model = row["model"]
-        bins = " / ".join(f"{value:.1f}" for value in row["val_yaw_mae_aflw_by_bin"].values())
+        bins = " / ".join(
+            "-" if value is None else f"{value:.1f}"
+            for value in row["val_yaw_mae_aflw_by_bin"].values()
+        )
         lines.append(
             f"| {row['variant']} | {model['input_size']} "
             f"| {model['input_size'] // model['stem_stride']} "

@@ -172,7 +172,7 @@ def _fit_mean_face(config: TrainConfig, train: list[FaceSet]) -> np.ndarray:
 
 
 def face_labels(faces: FaceSet, index: int) -> FaceLabels:
-    """The labels of one face, as augmentation takes them."""
+    """Collect the labels of one face, as augmentation takes them."""
     return FaceLabels(
         faces.landmarks[index],
         faces.mask[index],
@@ -307,7 +307,10 @@ def validate(
             np.stack([labelled] * 3, axis=1),
         )
         yaw_mae[source] = errors.mae["yaw"]
-        by_bin[source] = {label: b["yaw"] for label, b in errors.by_yaw_bin().items()}
+        # An empty bin has no figure (None, not NaN, so histories compare equal).
+        by_bin[source] = {
+            label: b["yaw"] if b["count"] else None for label, b in errors.by_yaw_bin().items()
+        }
     model.train()
     losses = {name: value / count for name, value in sums.items()}
     return ValidationResult(losses, nme, yaw_mae, by_bin)

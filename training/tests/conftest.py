@@ -5,6 +5,7 @@ Torch is limited to one thread: the machines running the suite share their few c
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -30,17 +31,35 @@ def data_300w() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_300w(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 300-W folder layout with a few real faces per split, for fast end-to-end runs."""
-    source = SHARED_DIR / "data" / "300w_subset"
-    if not (source / "helen_test").is_dir():
-        pytest.skip(f"needs the 300-W subset at {source} (development data, not shipped)")
-    root = tmp_path_factory.mktemp("300w")
-    for split, count in (("helen_train", 6), ("afw", 4), ("helen_test", 3)):
-        (root / split).mkdir(parents=True)
-        for pts in sorted((source / split).glob("*.pts"))[:count]:
-            shutil.copy(pts, root / split / pts.name)
-            shutil.copy(pts.with_suffix(".jpg"), root / split / pts.with_suffix(".jpg").name)
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root laid out as ../shared/data, with a few real faces per split.
+
+    ``300w_subset/`` has a handful of faces in each 300-W folder, ``aflw_crops/`` 48 AFLW crops
+    spread over the yaw range (its ``labels.json`` rewritten for them), so end-to-end runs take
+    seconds but exercise both sources, the duplicate grouping and the yaw bins.
+    """
+    source = SHARED_DIR / "data"
+    if (
+        not (source / "300w_subset" / "helen_test").is_dir()
+        or not (source / "aflw_crops" / "labels.json").is_file()
+    ):
+        pytest.skip(f"needs the 300-W subset and AFLW crops in {source} (development data)")
+    root = tmp_path_factory.mktemp("data")
+    counts = (("helen_train", 6), ("afw", 4), ("lfpw_train", 4), ("helen_test", 3))
+    for split, count in counts:
+        (root / "300w_subset" / split).mkdir(parents=True)
+        for pts in sorted((source / "300w_subset" / split).glob("*.pts"))[:count]:
+            shutil.copy(pts, root / "300w_subset" / split / pts.name)
+            image = pts.with_suffix(".jpg")
+            shutil.copy(image, root / "300w_subset" / split / image.name)
+    entries = json.loads((source / "aflw_crops" / "labels.json").read_text())
+    chosen = []
+    for low, high in ((0, 30), (30, 60), (60, 100)):
+        chosen += [e for e in entries if low <= abs(e["yaw_deg"]) < high][:16]
+    (root / "aflw_crops" / "images").mkdir(parents=True)
+    for entry in chosen:
+        shutil.copy(source / "aflw_crops" / entry["image"], root / "aflw_crops" / entry["image"])
+    (root / "aflw_crops" / "labels.json").write_text(json.dumps(chosen))
     return root
 
 
@@ -68,8 +87,11 @@ TINY_RUN = {
     "schedule": "pre+sym",
     "val_fraction": 0.3,
     "batch_size": 4,
+    "samples_per_epoch": 16,
     "pretrain_epochs": 1,
     "epochs": 2,
+    "mean_face_iterations": 1,
+    "mean_face_aflw_faces": 30,
     "threads": 1,
 }
 
@@ -77,18 +99,18 @@ TINY_RUN = {
 @pytest.fixture(scope="session")
 def tiny_config():
     """Configuration of the tiny run: a small network, one pre-training and one Sym epoch."""
-    from headpose_training.train import TrainConfig
+    from headpose_training.config import TrainConfig
 
     return TrainConfig.from_dict(TINY_RUN)
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tiny_300w: Path, tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_run(tiny_data: Path, tiny_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run on a few real faces (shared by the tests: copy it before changing it)."""
     from headpose_training.train import train
 
     root = tmp_path_factory.mktemp("tiny_run")
-    return train(tiny_config, root / "run", tiny_300w, root / "cache")
+    return train(tiny_config, root / "run", tiny_data, root / "cache")
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,9 @@ def test_flip_permutations_agree_on_the_mapped_points():
     for source, slot in AFLW21_TO_IBUG68.items():
         assert AFLW21_TO_IBUG68[int(flip[source])] == IBUG68.flip_permutation[slot]
     # The model weights mirror like the points: right ear lobe <-> left ear lobe.
-    assert AFLW21_MODEL_WEIGHTS[12, EAR_LOBES[0]] == 1 and AFLW21_MODEL_WEIGHTS[16, EAR_LOBES[1]] == 1
+    assert (
+        AFLW21_MODEL_WEIGHTS[12, EAR_LOBES[0]] == 1 and AFLW21_MODEL_WEIGHTS[16, EAR_LOBES[1]] == 1
+    )
 
 
 def test_duplicate_photographs_are_grouped():

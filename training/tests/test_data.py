@@ -3,26 +3,14 @@ import numpy as np
 import pytest
 import scipy.io
 
-from headpose_ros.core.crop import apply_affine, crop_affine, square_box_from_landmarks
-from headpose_ros.core.geometry import (
-    crop_camera_matrix,
-    pose6_to_rotation_translation,
-    project_points,
-)
-from headpose_ros.core.landmarks import IBUG68
 from headpose_training.data import (
-    BIOCULAR_BREADTH_MM,
     WFLW98_TO_IBUG68,
-    build_patch_set,
-    estimate_mean_face,
     iter_300w,
     load_300w_pts,
     load_aflw2000_mat,
     load_biwi_frame,
     load_cofw_mat,
     load_wflw_annotations,
-    pose_from_landmarks,
-    split_train_val,
 )
 
 
@@ -118,56 +106,3 @@ def test_biwi_frame(tmp_path):
     np.testing.assert_allclose(sample.rotation, np.eye(3))
     np.testing.assert_allclose(sample.translation_mm, [10.5, -3, 900])
     assert sample.mask.sum() == 0
-
-
-def test_pnp_recovers_a_known_pose(synthetic_face):
-    face = synthetic_face
-    pose = np.array([25.0, -10.0, 8.0, 0.01, -0.02, 0.45])
-    rotation, translation = pose6_to_rotation_translation(pose)
-    points = project_points(face, rotation, translation, crop_camera_matrix(128))
-    np.testing.assert_allclose(pose_from_landmarks(points, face, 128), pose, atol=1e-4)
-
-
-def test_mean_face_factorisation_recovers_a_known_face(synthetic_face):
-    truth = synthetic_face * 1000.0
-    rng = np.random.default_rng(0)
-    shapes = []
-    for _ in range(200):
-        yaw, pitch, roll = rng.uniform([-50, -25, -30], [50, 25, 30])
-        rotation, _ = pose6_to_rotation_translation(np.array([yaw, pitch, roll, 0, 0, 1]))
-        projected = (truth @ rotation.T)[:, :2] * rng.uniform(0.5, 2.0) + rng.uniform(0, 300, 2)
-        shapes.append(projected + rng.normal(0, 0.3, projected.shape))
-    face = estimate_mean_face(np.array(shapes))
-    eye_width = np.linalg.norm(face[36] - face[45])
-    assert eye_width == pytest.approx(BIOCULAR_BREADTH_MM)
-    np.testing.assert_allclose(
-        face, truth * BIOCULAR_BREADTH_MM / np.linalg.norm(truth[36] - truth[45]), atol=1.5
-    )
-
-
-def test_mean_face_from_real_shapes_is_a_plausible_head(data_300w):
-    shapes = np.stack([s.landmarks for s in iter_300w(data_300w / "afw")])
-    face = estimate_mean_face(shapes)
-    assert face[30, 0] > 20.0  # nose tip in front of the eyes
-    assert face[8, 2] < -80.0  # chin well below the eyes
-    np.testing.assert_allclose(face[list(IBUG68.flip_permutation)] * [1, -1, 1], face, atol=1e-9)
-
-
-def test_split_is_seeded_disjoint_and_complete():
-    train, val = split_train_val(100, 0.1, seed=3)
-    assert len(val) == 10 and not set(train) & set(val) and len(train) + len(val) == 100
-    np.testing.assert_array_equal(val, split_train_val(100, 0.1, seed=3)[1])
-
-
-def test_patch_set_is_cached_and_keeps_landmarks_on_the_face(tiny_300w, tmp_path):
-    patches = build_patch_set([tiny_300w / "afw"], 32, tmp_path / "cache")
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
-    again = build_patch_set([tiny_300w / "afw"], 32, tmp_path / "cache")
-    np.testing.assert_array_equal(patches.patches, again.patches)
-    sample = next(iter_300w(tiny_300w / "afw"))
-    box = square_box_from_landmarks(sample.landmarks)
-    expected = apply_affine(sample.landmarks, crop_affine(box, 48))
-    patch_box = patches.box
-    np.testing.assert_allclose(
-        apply_affine(patches.landmarks[0], crop_affine(patch_box, 48)), expected, atol=1e-6
-    )

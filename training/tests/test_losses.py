@@ -63,11 +63,26 @@ def test_visibility_loss_known_values():
     assert float(visibility_loss(confident, labels, mask)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_pose_ed_loss_is_the_standardised_euclidean_distance():
+def test_pose_ed_loss_is_the_standardised_euclidean_distance_over_labelled_images():
     std = torch.tensor([10.0, 10.0, 10.0, 0.01, 0.01, 0.02])
     pred = torch.tensor([[30.0, 40.0, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.5]])
     target = torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 0.0, 0.0, 0.5]])
-    assert float(pose_ed_loss(pred, target, std)) == pytest.approx(2.5)
+    both = torch.ones(2)
+    assert float(pose_ed_loss(pred, target, std, both)) == pytest.approx(2.5)
+    # An image without a pose label (NaN target) adds nothing and does not dilute the mean.
+    target[1] = float("nan")
+    first_only = torch.tensor([1.0, 0.0])
+    assert float(pose_ed_loss(pred, target, std, first_only)) == pytest.approx(5.0)
+
+
+def test_visibility_is_learnt_where_its_label_is_known_not_where_the_position_is():
+    """AFLW: a hidden point has no position (landmark mask 0) but a known label (0)."""
+    logits = torch.tensor([[20.0, 20.0]])
+    labels = torch.tensor([[1.0, 0.0]])
+    position_known = torch.tensor([[1.0, 0.0]])
+    label_known = torch.tensor([[1.0, 1.0]])
+    assert float(visibility_loss(logits, labels, position_known)) == pytest.approx(0.0, abs=1e-6)
+    assert float(visibility_loss(logits, labels, label_known)) == pytest.approx(10.0, rel=1e-3)
 
 
 def test_torch_euler_and_projection_match_the_core_geometry(synthetic_face):
@@ -98,7 +113,9 @@ def test_multitask_loss_weights_and_skips_tasks(synthetic_face):
         "landmarks": torch.rand(2, 68, 2) * 64,
         "mask": torch.ones(2, 68),
         "visibility": torch.ones(2, 68),
+        "visibility_mask": torch.ones(2, 68),
         "pose": torch.tensor([[0.0, 0.0, 0.0, 0.0, 0.0, 0.5]] * 2),
+        "pose_mask": torch.ones(2),
     }
     output = MNNOutput(
         torch.randn(2, 68, 16, 16), batch["pose"] + 1.0, batch["pose"].clone(), torch.randn(2, 68)

@@ -15,12 +15,14 @@ from headpose_ros.core.occlusion_regressor import (
     initial_shape,
     refine_reference,
 )
-from headpose_training.occlusion_regressor_training import (
+from headpose_training.checkpoint import load_checkpoint
+from headpose_training.occlusion_regressor_training import main
+from headpose_training.or_fit import (
     OrFitConfig,
     OrTrainingSet,
+    basis_coefficients,
     fit_occlusion_regressor,
     jittered_poses,
-    main,
     nme_interocular,
     normalised_mean_shape,
     select_stages,
@@ -151,31 +153,52 @@ def test_normalised_mean_shape_ignores_position_scale_and_rotation() -> None:
     np.testing.assert_allclose(aligned, mean, atol=1e-6)
 
 
-@pytest.fixture
-def tiny_exported_model(tmp_path: Path, synthetic_face: np.ndarray) -> Path:
-    """A real (untrained, tiny) MNN exported to ONNX by the training package's own exporter."""
-    torch = pytest.importorskip("torch")
-    from headpose_training.export import export_checkpoint
-    from headpose_training.model import MNN, MNNConfig
-    from headpose_training.train import TrainConfig
-
-    config = TrainConfig(model=MNNConfig(input_size=64, stem_stride=4, channels=(8, 8, 8, 8, 8)))
-    model = MNN(config.model).eval()
-    # Small pose spread around a face 0.4 m in front of the crop camera: p^AE stays usable.
-    model.set_pose_statistics(torch.tensor([0, 0, 0, 0, 0, 0.4]), torch.full((6,), 1e-3))
-    checkpoint = tmp_path / "tiny.pt"
-    state = {"epoch": 0, "step": 0, "elapsed_s": 0.0, "history": []}
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "state": state,
-            "config": config.to_dict(),
-            "mean_face_mm": synthetic_face * 1000.0,
-            "split": {"train": [], "val": []},
-        },
-        checkpoint,
+def test_partially_annotated_crops_teach_the_points_they_have() -> None:
+    """AFLW-like crops (10 of 68 points known) join complete ones without breaking the fit."""
+    rng = np.random.default_rng(4)
+    complete, partial, test = (synthetic_set(rng, n) for n in (80, 80, 60))
+    known = np.zeros(68, bool)
+    known[[19, 24, 36, 39, 42, 45, 30, 48, 54, 8]] = True
+    partial = OrTrainingSet(
+        partial.heatmaps,
+        partial.pose_ae,
+        partial.visibility,
+        np.where(known[None, :, None], partial.targets, np.nan),
+        CROP,
     )
-    return export_checkpoint(checkpoint, tmp_path / "model").parent
+    assert partial.complete.sum() == 0 and complete.complete.all()
+    config = OrFitConfig(num_stages=3, initialisations=2, leaf_regularisation=5.0)
+    regressor, curve = fit_occlusion_regressor(
+        complete.concatenate(partial), template_face_m(), config, progress=False
+    )
+    assert np.all(np.isfinite(curve)) and curve[-1] < curve[0]
+    start = initial_shape(test.pose_ae, template_face_m(), CROP)
+    refined = regressor.refine(test.heatmaps, test.pose_ae, test.visibility, CROP)
+    assert (
+        nme_interocular(refined, test.targets).mean() < nme_interocular(start, test.targets).mean()
+    )
+
+
+def test_basis_coefficients_use_only_the_known_coordinates() -> None:
+    rng = np.random.default_rng(5)
+    basis = np.linalg.qr(rng.normal(size=(136, 8)))[0].T  # 8 orthonormal rows
+    truth = rng.normal(size=(3, 8))
+    residual = truth @ basis
+    known = np.ones_like(residual, dtype=bool)
+    known[1, 40:] = False  # a partial residual: its unknown part is garbage
+    residual[1, 40:] = np.nan
+    coefficients = basis_coefficients(residual, known, basis, ridge=1e-9)
+    np.testing.assert_allclose(coefficients, truth, atol=1e-6)
+
+
+def test_starts_behind_the_crop_camera_are_left_out() -> None:
+    train = synthetic_set(np.random.default_rng(6), 30)
+    pose = train.pose_ae.copy()
+    pose[:5, 5] = -0.4  # p^AE puts these faces behind the camera
+    broken = OrTrainingSet(train.heatmaps, pose, train.visibility, train.targets, CROP)
+    config = OrFitConfig(num_stages=1, trees_per_landmark=1, initialisations=2)
+    _, curve = fit_occlusion_regressor(broken, template_face_m(), config, progress=False)
+    assert np.all(np.isfinite(curve))
 
 
 def report_stages(report_dir: Path) -> int:
@@ -183,22 +206,38 @@ def report_stages(report_dir: Path) -> int:
 
 
 def test_command_fits_on_real_crops_and_registers_the_artefact(
-    tiny_300w: Path, tiny_exported_model: Path, tmp_path: Path
+    tiny_data: Path, tiny_run: Path, tiny_export: Path, tmp_path: Path
 ) -> None:
     report_dir = tmp_path / "report"
-    args = ["--model-dir", str(tiny_exported_model), "--data", str(tiny_300w)]
-    args += ["--report-dir", str(report_dir), "--num-stages", "2", "--initialisations", "2"]
-    assert main([*args, "--crop-variants", "2", "--evaluate-test", "--register"]) == 0
+    model_dir = tiny_export.parent
+    args = ["--model-dir", str(model_dir), "--checkpoint", str(tiny_run), "--data", str(tiny_data)]
+    args += [
+        "--report-dir",
+        str(report_dir),
+        "--set",
+        "num_stages=2",
+        "--set",
+        "initialisations=2",
+    ]
+    args += ["--set", "crop_variants=2", "--set", "aflw_faces=6"]
+    assert main([*args, "--evaluate-test", "--register"]) == 0
 
-    manifest, files = load_manifest(tiny_exported_model / "manifest.json")  # hashes verified
-    assert files["or"] == (tiny_exported_model / "or.npz").resolve()
+    manifest, files = load_manifest(model_dir / "manifest.json")  # hashes verified
+    assert files["or"] == (model_dir / "or.npz").resolve()
     regressor = OcclusionRegressor.load(files["or"], manifest.mean_face_m)
     assert regressor.num_stages == report_stages(report_dir) and regressor.num_stages in (1, 2)
     report = json.loads((report_dir / "or_report.json").read_text())
     assert len(report["val_curve_nme_io_pct"]) == 3
-    assert report["train_crops"] == 2 * 9  # 10 training faces, 1 held for validation, 2 crops each
+    _, checkpoint = load_checkpoint(tiny_run)
+    train_faces = len(checkpoint.split["300w"]["train"])
+    assert report["fit_crops"] == {"300w": 2 * train_faces, "all": 2 * train_faces + 6}
     assert report["helen_test"]["faces"] == 3
     assert np.isfinite(report["helen_test"]["nme_io_mnn_or_pct"])
     assert manifest.training["occlusion_regressor"]["helen_test"] == report["helen_test"]
     assert (report_dir / "or_report.png").stat().st_size > 0
-    assert len((report_dir / "or_per_face.csv").read_text().splitlines()) == 1 + 1 + 3
+
+
+def test_command_rejects_an_unknown_setting(tiny_data, tiny_run, tiny_export, tmp_path):
+    args = ["--model-dir", str(tiny_export.parent), "--checkpoint", str(tiny_run)]
+    with pytest.raises(SystemExit):
+        main([*args, "--data", str(tiny_data), "--set", "num_stagez=2"])

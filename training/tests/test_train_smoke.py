@@ -1,4 +1,5 @@
-import csv
+"""End to end on a few real faces: train (resumable, repeatable), export, OR, evaluate."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -6,36 +7,42 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_RUN
 
 from headpose_ros.core.manifest import load_manifest
+from headpose_training.checkpoint import load_checkpoint
+from headpose_training.config import TrainConfig, load_config
 from headpose_training.evaluate import evaluate_export
-from headpose_training.train import TrainConfig, load_checkpoint, load_config, main, train
+from headpose_training.train import main, train
 
 
-def test_smoke_run_records_config_history_and_curves(tiny_run, tiny_config):
-    _, config, checkpoint = load_checkpoint(tiny_run)
-    assert config == tiny_config
-    history = checkpoint["state"]["history"]
+def test_smoke_run_records_config_history_split_and_curves(tiny_run, tiny_config):
+    _, checkpoint = load_checkpoint(tiny_run)
+    assert checkpoint.config == tiny_config
+    history = checkpoint.state["history"]
     assert [h["epoch"] for h in history] == [1, 2]
     assert set(history[0]["train"]) == {"heatmaps"}  # pre-training epoch: heatmaps only
     assert set(history[1]["train"]) == {"pose_ed", "pose_ae", "heatmaps", "visibility"}
-    assert checkpoint["state"]["sym_start_epoch"] == 1
+    assert set(history[1]["val_nme"]) == {"300w", "aflw"}
+    assert checkpoint.state["sym_start_epoch"] == 1
     assert (tiny_run.parent / "loss_curves.png").stat().st_size > 0
-    assert not set(checkpoint["split"]["train"]) & set(checkpoint["split"]["val"])
-    assert checkpoint["mean_face_mm"].shape == (68, 3)
+    for sides in checkpoint.split.values():
+        assert sides["train"] and sides["val"] and not set(sides["train"]) & set(sides["val"])
+    # 68 iBUG points and the two ear lobes, its depth set by the AFLW yaw labels.
+    assert checkpoint.mean_face_mm.shape == (70, 3)
 
 
-def test_training_resumes_from_the_last_checkpoint(tiny_run, tiny_config, tiny_300w, tmp_path):
+def test_training_resumes_from_the_last_checkpoint(tiny_run, tiny_config, tiny_data, tmp_path):
     run = shutil.copytree(tiny_run.parent, tmp_path / "run")
     before = torch.load(run / "last.pt", weights_only=False)
-    train(replace(tiny_config, epochs=3), run, tiny_300w, tmp_path / "cache")
+    train(replace(tiny_config, epochs=3), run, tiny_data, tmp_path / "cache")
     after = torch.load(run / "last.pt", weights_only=False)
     assert [h["epoch"] for h in after["state"]["history"]] == [1, 2, 3]
     assert after["state"]["history"][:2] == before["state"]["history"]
 
 
-def test_a_fresh_run_repeats_the_same_weights(tiny_run, tiny_config, tiny_300w, tmp_path):
-    again = train(tiny_config, tmp_path / "run", tiny_300w, tmp_path / "cache")
+def test_a_fresh_run_repeats_the_same_weights(tiny_run, tiny_config, tiny_data, tmp_path):
+    again = train(tiny_config, tmp_path / "run", tiny_data, tmp_path / "cache")
     first = torch.load(tiny_run, weights_only=False)
     second = torch.load(again, weights_only=False)
     assert first["model"].keys() == second["model"].keys()
@@ -47,56 +54,60 @@ def test_a_fresh_run_repeats_the_same_weights(tiny_run, tiny_config, tiny_300w, 
 def test_shipped_configs_load():
     for name in ("compact", "paper"):
         config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")
-        assert config.schedule == "pre+sym"
+        assert config.schedule == "pre+sym" and config.uses_aflw
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="pre+pose")
+    with pytest.raises(TypeError):
+        TrainConfig.from_dict({**TINY_RUN, "learning_rte": 0.1})  # a typo is an error
 
 
-def test_export_and_evaluate_end_to_end(tiny_export, tiny_300w, tmp_path):
+def test_export_and_evaluate_end_to_end(tiny_export, tiny_run, tiny_data, tmp_path):
     manifest, files = load_manifest(tiny_export)
     assert (
         manifest.input_size == 32
         and manifest.heatmap_size == 16
         and set(files) == {"mnn", "encoder"}
+        and len(manifest.mean_face_mm) == 68
     )
     metrics = evaluate_export(
-        tiny_export, tiny_300w / "helen_test", tmp_path / "eval", record_in_manifest=True
+        tiny_export, tiny_run, tiny_data, tmp_path / "eval", record_in_manifest=True
     )
-    assert metrics["faces"] == 3
+    helen = metrics["helen_test"]
+    assert helen["faces"] == 3
     for kind in ("interocular", "interpupil", "box_height"):
-        assert metrics["nme_mnn"][kind]["mean_pct"] > 0
-    assert set(metrics["pose_mae_deg"]["by_abs_yaw"]) == {"[0,30)", "[30,60)", "[60,90]"}
-    assert 0.0 <= metrics["visibility"]["occlusion_recall_at_80pct_precision"] <= 1.0
+        assert helen["nme_mnn"][kind]["mean_pct"] > 0
+    bins = helen["pose_mae_deg_vs_pnp_labels"]["by_abs_yaw"]
+    assert set(bins) == {"[0,30)", "[30,60)", "[60,90]"}
+    aflw = metrics["aflw_validation"]
+    assert aflw["faces"] > 0
+    assert set(aflw["yaw_vs_aflw_label"]["by_abs_yaw"]) == {"[0,30)", "[30,60)", "[60,90]"}
+    assert aflw["visibility_real_self_occlusion"]["hidden_landmarks"] > 0
     assert metrics["latency_ms"]["mnn_ms_p50"] > 0
-    with open(tmp_path / "eval" / "per_image.csv") as stream:
-        assert len(list(csv.reader(stream))) == 4
-    for plot in ("ced_nme.png", "ced_pose.png"):
-        assert (tmp_path / "eval" / plot).stat().st_size > 0
+    for output in ("helen_test_per_face.csv", "aflw_val_per_face.csv", "aflw_yaw.png"):
+        assert (tmp_path / "eval" / output).stat().st_size > 0
 
     def reject(constant):
         pytest.fail(f"non-standard JSON constant {constant} written")
 
     json.loads((tmp_path / "eval" / "metrics.json").read_text(), parse_constant=reject)
-    recorded = json.loads(tiny_export.read_text(), parse_constant=reject)["training"][
-        "metrics_helen_test"
-    ]
-    assert recorded["faces"] == 3
+    recorded = json.loads(tiny_export.read_text(), parse_constant=reject)["training"]["metrics"]
+    assert recorded["helen_test"]["faces"] == 3
     load_manifest(tiny_export)  # still valid, hashes unchanged
 
 
-def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_300w, tmp_path):
-    small_or = {"num_stages": 2, "initialisations": 2}
+def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_data, tmp_path):
+    small_or = {"num_stages": 2, "initialisations": 2, "aflw_faces": 8}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({**tiny_config.to_dict(), "occlusion_regressor": small_or}))
     run, export = tmp_path / "run", tmp_path / "models"
-    args = ["--config", str(config), "--out", str(run), "--data", str(tiny_300w)]
+    args = ["--config", str(config), "--out", str(run), "--data", str(tiny_data)]
     assert main([*args, "--cache", str(tmp_path / "cache"), "--export-to", str(export)]) == 0
 
     manifest, files = load_manifest(export / "manifest.json")  # hashes of all three verified
     assert set(files) == {"mnn", "encoder", "or"}
     assert manifest.training["config"]["occlusion_regressor"]["num_stages"] == 2
     assert manifest.training["occlusion_regressor"]["stages_kept"] in (1, 2)
-    metrics = manifest.training["metrics_helen_test"]
+    metrics = manifest.training["metrics"]["helen_test"]
     assert metrics["faces"] == 3 and metrics["nme_mnn+or"]["interocular"]["mean_pct"] > 0
     assert (run / "or" / "or_report.png").stat().st_size > 0
-    assert (run / "eval" / "ced_nme.png").stat().st_size > 0
+    assert (run / "eval" / "ced_nme_helen_test.png").stat().st_size > 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -564,6 +565,9 @@ def main(args: list[str] | None = None) -> None:
     except SystemExit as stop:
         exit_code = int(stop.code or 0)
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (from the terminal and from launch):
+        # the second must not interrupt releasing the models and turn a clean exit into a crash.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.on_shutdown(None)
         executor.shutdown()
         node.destroy_node()

@@ -30,7 +30,7 @@ for arg in "$@"; do
     --training) WITH_TRAINING=1 ;;
     --ros2-tools) WITH_ROS2_TOOLS=1 ;;
     --system-site-packages) SYSTEM_SITE=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done

@@ -118,11 +118,12 @@ if ((SYSTEM_SITE)); then
   runtime_src="$ROOT/requirements/robot.txt"
   tools_req="$ROOT/requirements/test.txt"
   system_pins="$VENV/.system-pins.txt"
+  # (python3-opencv installs no distribution metadata, so nothing can name it as a requirement.)
   grep -v '^#' "$ROOT/requirements/robot-apt.txt" | awk 'NF {print $2}' | "$PY" -c '
 import importlib.metadata as metadata, sys
 owners = metadata.packages_distributions()
 for module in sys.stdin.read().split():
-    for name in owners.get(module, []):  # python3-opencv installs no distribution metadata
+    for name in owners.get(module.split(".")[0], []):
         print(f"{name}=={metadata.version(name)}")' >"$system_pins"
 else
   runtime_src="$ROOT/requirements/runtime.txt"

@@ -288,6 +288,9 @@ def main(args: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (from the terminal and from launch):
+        # the second must not interrupt releasing the models and turn a clean exit into a crash.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if not node.finalized:
             node.trigger_shutdown()
         executor.shutdown()

@@ -35,6 +35,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_domain_key] = domain
     # Test peers publish images too: the same shared-memory profile as the node's processes.
     config.stash[_profile_key] = use_large_image_profile()
+    _add_this_environment_to_ament_prefix_path()
+
+
+def _add_this_environment_to_ament_prefix_path() -> None:
+    """Let ros2/launch find packages registered in this Python's prefix (scripts/setup.sh's venv).
+
+    The venv's ``bin/activate`` does the same; tests must not depend on it having been sourced.
+    Appended, so a sourced ROS workspace keeps precedence; a prefix without an ament index (a
+    system Python on a robot) is left out.
+    """
+    if not (Path(sys.prefix) / "share" / "ament_index" / "resource_index").is_dir():
+        return
+    paths = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    if sys.prefix not in paths:
+        os.environ["AMENT_PREFIX_PATH"] = os.pathsep.join([*paths, sys.prefix])
 
 
 _domain_key = pytest.StashKey[str]()

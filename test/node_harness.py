@@ -108,12 +108,20 @@ def stop_node(process: subprocess.Popen[str], timeout: float = 10.0) -> str:
 class Probe:
     """Test-side node: publishes camera topics to the node and records all its outputs."""
 
-    def __init__(self, context: Any, namespace: str = "/test", reliable: bool = True) -> None:
+    def __init__(
+        self,
+        context: Any,
+        namespace: str = "/test",
+        reliable: bool = True,
+        image_topic: str | None = None,
+    ) -> None:
         self.node = Node("headpose_probe", context=context)
         self.namespace = namespace
         self.received: dict[str, list[Any]] = defaultdict(list)
         image_qos = 10 if reliable else qos_profile_sensor_data
-        self.image = self.node.create_publisher(Image, f"{namespace}/image", image_qos)
+        self.image = self.node.create_publisher(
+            Image, image_topic or f"{namespace}/image", image_qos
+        )
         self.compressed = self.node.create_publisher(
             CompressedImage, f"{namespace}/image/compressed", image_qos
         )

@@ -1,60 +1,68 @@
-"""launch_testing check of launch/headpose.launch.py, for machines with a real ROS 2 install.
+"""launch_testing of the installed headpose.launch.py: its defaults, and remaps with a namespace.
 
-The PyPI ROS wheels have no launch/launch_testing, so here this module is skipped; the same
-behaviour (node starts with the shipped parameters, auto-activates, publishes faces) is covered
-by test/test_node_integration.py, which starts the executable as a subprocess.
+Each run starts the launch file as ``ros2 launch headpose_ros headpose.launch.py [args]`` would
+(found through the ament index; the node auto-activates), sends a real face image on the
+input topic the arguments name, and checks that the node is *active*, answers with a FaceArray
+stamped with that image's header, listens on the remapped topic only, and exits with code 0
+when launch shuts it down. Skipped, with the reason, where the launch tools are not installed.
 """
 
 from __future__ import annotations
 
 import unittest
-from pathlib import Path
 
+import launch_harness
+import launch_testing
+import launch_testing.actions
+import launch_testing.asserts
 import pytest
+from launch import LaunchDescription
+from node_harness import astronaut_frame, image_message
 
-pytest.importorskip(
-    "launch_testing", reason="launch_testing is not installed (no ROS 2 launch wheels on PyPI)"
-)
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import rclpy  # noqa: E402
-from launch.actions import IncludeLaunchDescription  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from rclpy.node import Node  # noqa: E402
-from rclpy.qos import qos_profile_sensor_data  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+SECOND = 1_000_000_000
 
-from headpose_msgs.msg import FaceArray  # noqa: E402
-
-LAUNCH_FILE = Path(__file__).resolve().parents[1] / "launch" / "headpose.launch.py"
+#: (launch arguments, node namespace, image topic the node must read, topics it must not read)
+RUNS = [
+    ({}, "/headpose", "/camera/image_raw", []),
+    (
+        {
+            "namespace": "cam1",
+            "image": "/cam1/color/image_raw",
+            "camera_info": "/cam1/color/camera_info",
+        },
+        "/cam1",
+        "/cam1/color/image_raw",
+        ["/camera/image_raw", "/cam1/image"],
+    ),
+]
 
 
 @pytest.mark.launch_test
-def generate_test_description():
-    headpose = IncludeLaunchDescription(
-        PythonLaunchDescriptionSource(str(LAUNCH_FILE)),
-        launch_arguments={"namespace": "launch_test", "image": "/launch_test/image"}.items(),
+@launch_testing.parametrize("arguments, namespace, image_topic, unused_topics", RUNS)
+def generate_test_description(arguments, namespace, image_topic, unused_topics):
+    return LaunchDescription(
+        [launch_harness.headpose_launch(arguments), launch_testing.actions.ReadyToTest()]
     )
-    return launch.LaunchDescription([headpose, launch_testing.actions.ReadyToTest()])
 
 
-class TestLaunchedNodePublishesFaces(unittest.TestCase):
-    def test_an_image_yields_a_face_array_with_its_header(self) -> None:
-        rclpy.init()
-        node = Node("launch_test_probe")
-        received: list[FaceArray] = []
-        node.create_subscription(FaceArray, "/launch_test/faces", received.append, 10)
-        publisher = node.create_publisher(Image, "/launch_test/image", qos_profile_sensor_data)
-        image = Image(height=240, width=320, encoding="bgr8", step=960, data=bytes(240 * 960))
-        image.header.frame_id = "camera_optical_frame"
-        try:
-            for _ in range(300):
-                publisher.publish(image)
-                rclpy.spin_once(node, timeout_sec=0.1)
-                if received:
-                    break
-            self.assertTrue(received, "no FaceArray from the launched node within 30 s")
-            self.assertEqual(received[0].header.frame_id, "camera_optical_frame")
-        finally:
-            node.destroy_node()
-            rclpy.shutdown()
+class TestLaunchedNode(unittest.TestCase):
+    def test_active_node_answers_with_the_image_header(
+        self, namespace, image_topic, unused_topics
+    ) -> None:
+        with launch_harness.probe_on(namespace, image_topic) as probe:
+            self.assertTrue(probe.wait_for_node(timeout=120.0), f"nobody reads {image_topic}")
+            state = launch_harness.lifecycle_state(probe, f"{namespace}/headpose")
+            self.assertEqual(state, "active")
+            faces = probe.send_and_wait(image_message(astronaut_frame(), 7 * SECOND))
+            self.assertEqual(
+                (faces.header.stamp.sec, faces.header.frame_id), (7, "demo_camera_optical_frame")
+            )
+            self.assertEqual(len(faces.faces), 1, "the shipped model finds the astronaut's face")
+            for topic in unused_topics:
+                self.assertEqual(probe.node.count_subscribers(topic), 0, topic)
+
+
+@launch_testing.post_shutdown_test()
+class TestShutdown(unittest.TestCase):
+    def test_node_exits_with_code_zero(self, proc_info) -> None:
+        launch_testing.asserts.assertExitCodes(proc_info, process="headpose_node")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import cv2
@@ -43,10 +44,31 @@ def helen(data_300w: Path, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: ANN001
     assert face.landmarks.shape == (68, 2) and np.all(np.isfinite(face.landmarks))
+    x0, y0, x1, y1 = face.box
+    assert x0 < x1 and y0 < y1 and 0 <= (x0 + x1) / 2 < width and 0 <= (y0 + y1) / 2 < height
+    centre = face.landmarks.mean(axis=0)
+    assert x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1
     assert np.all((face.visibility >= 0) & (face.visibility <= 1))
     assert 0.0 <= face.attention <= 1.0
     np.testing.assert_allclose(face.rotation @ face.rotation.T, np.eye(3), atol=1e-9)
     assert -np.pi <= face.yaw <= np.pi and -np.pi / 2 <= face.pitch <= np.pi / 2
+    # The orientation for messages: computed once, the same rotation as a unit quaternion.
+    assert face.quaternion is face.quaternion
+    np.testing.assert_allclose(quaternion_matrix(face.quaternion), face.rotation, atol=1e-9)
+    assert face.quaternion[3] >= 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        face.attention = 0.5  # built once, complete: nothing patches a result afterwards
+
+
+def quaternion_matrix(quaternion: tuple[float, float, float, float]) -> np.ndarray:
+    x, y, z, w = quaternion
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir: Path) -> None:
@@ -289,9 +311,21 @@ box_arrays = st.one_of(
 def test_any_input_gives_a_result_or_a_counted_skip(
     fuzz_estimator: HeadPoseEstimator, image: np.ndarray, boxes: np.ndarray | None, stamp: int
 ) -> None:
-    before = sum(fuzz_estimator.counters.values())
+    outcomes = ["frames_with_faces", "frames_without_faces"] + [
+        f"skip:{reason}" for reason in FRAME_SKIP_REASONS
+    ]
+    before = {key: fuzz_estimator.counters[key] for key in outcomes}
     frame = fuzz_estimator.estimate(image, stamp, boxes=boxes)
-    assert sum(fuzz_estimator.counters.values()) > before
+    # Every frame ends in exactly one counted outcome: faces, no faces, or a named skip.
+    grown = [key for key in outcomes if fuzz_estimator.counters[key] != before[key]]
+    expected = (
+        f"skip:{frame.skip_reason}"
+        if frame.skip_reason is not None
+        else "frames_with_faces"
+        if frame.faces
+        else "frames_without_faces"
+    )
+    assert grown == [expected] and fuzz_estimator.counters[expected] == before[expected] + 1
     if frame.skip_reason is not None:
         assert frame.skip_reason in FRAME_SKIP_REASONS and not frame.faces
     for face in frame.faces:

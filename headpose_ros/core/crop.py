@@ -22,6 +22,7 @@ __all__ = [
     "apply_affine",
     "crop_affine",
     "crop_image",
+    "crop_images",
     "invert_affine",
     "square_box_from_face_box",
     "square_box_from_landmarks",
@@ -128,18 +129,27 @@ def crop_image(image_bgr: np.ndarray, affine: np.ndarray, out_size: int) -> np.n
     Black padding (not border replication) is what the model is trained with when a face is
     cut by the image border, so it must be what it sees at inference too.
     """
+    return crop_images(image_bgr, [affine], out_size)[0]
+
+
+def crop_images(image_bgr: np.ndarray, affines: list[np.ndarray], out_size: int) -> np.ndarray:
+    """Every face's crop of one image, ``(N, out_size, out_size, 3)``; the image checked once."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(
             f"expected an HxWx3 uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}"
         )
-    return cv2.warpAffine(
-        image_bgr,
-        affine,
-        (out_size, out_size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
-    )
+    crops = np.empty((len(affines), out_size, out_size, 3), dtype=np.uint8)
+    for crop, affine in zip(crops, affines, strict=True):
+        cv2.warpAffine(
+            image_bgr,
+            affine,
+            (out_size, out_size),
+            dst=crop,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=(0, 0, 0),
+        )
+    return crops
 
 
 def to_network_input(crops_bgr: np.ndarray, normalisation: Normalisation) -> np.ndarray:

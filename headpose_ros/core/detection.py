@@ -28,6 +28,7 @@ __all__ = [
     "MediaPipeFaceDetector",
     "create_detector",
     "detections_from_boxes",
+    "filter_detections",
 ]
 
 
@@ -75,6 +76,8 @@ MEDIAPIPE_TO_LANDMARK_BOX = {
 
 #: External box coordinates beyond this (pixels) are corrupt, not faces.
 _MAX_COORDINATE = 1e6
+#: Share of a face box that must lie inside the image for the face to be processed.
+MIN_INSIDE_FRACTION = 0.25
 
 
 class FaceDetector(abc.ABC):
@@ -161,6 +164,30 @@ def detections_from_boxes(
     ]
     detections.sort(key=lambda d: -d.score)
     return detections, int((~good).sum())
+
+
+def filter_detections(
+    detections: list[Detection], width: int, height: int, min_face_px: float
+) -> tuple[list[Detection], list[tuple[str, str]]]:
+    """Keep the faces worth a crop; say why each other one was dropped.
+
+    Returns the kept detections and ``(reason, detail)`` per dropped one: ``face_too_small``
+    (shorter side below ``min_face_px``: too few pixels for landmarks) or
+    ``face_outside_image`` (less than :data:`MIN_INSIDE_FRACTION` of the box in the image).
+    """
+    kept: list[Detection] = []
+    dropped: list[tuple[str, str]] = []
+    for detection in detections:
+        x0, y0, x1, y1 = detection.box
+        if min(x1 - x0, y1 - y0) < min_face_px:
+            dropped.append(("face_too_small", f"{x1 - x0:.0f}x{y1 - y0:.0f} px"))
+            continue
+        inside = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+        if inside < MIN_INSIDE_FRACTION * (x1 - x0) * (y1 - y0):
+            dropped.append(("face_outside_image", f"box {tuple(round(v) for v in detection.box)}"))
+            continue
+        kept.append(detection)
+    return kept, dropped
 
 
 def create_detector(config: DetectorConfig) -> FaceDetector | None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -13,7 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from headpose_ros.core.config import config_from_flat
+from headpose_ros.core.config import DetectorConfig, config_from_flat
+from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDetector
+from headpose_ros.core.face_batch import CLEAR_FACE_PRESENCE, FaceBatchRunner, face_crop
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import FACE_SKIP_REASONS, FRAME_SKIP_REASONS, HeadPoseEstimator
 from headpose_ros.tools.annotations import read_pts
@@ -33,6 +38,7 @@ def estimator(folder: Path, **settings_: object) -> HeadPoseEstimator:
         "inference.threads": 1,
     }
     values["tracking.deterministic_ids"] = True
+    values["detector.asynchronous"] = False  # deterministic: a due run happens in its frame
     values.update(settings_)
     return HeadPoseEstimator(config_from_flat(values))
 
@@ -206,6 +212,9 @@ def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:
     frame = est.estimate(image, 0, boxes=boxes)
     assert frame.detector_ran and len(frame.faces) <= 10
     assert est.counters["event:too_many_faces"] == 10
+    assert (frame.faces_detected, frame.faces_over_limit, frame.faces_tracked) == (20, 10, 10)
+    assert est.counters["faces_detected"] == 20 and est.counters["faces_tracked"] == 10
+    assert est.counters["faces_published"] == len(frame.faces)
     assert len({f.track_id for f in frame.faces}) == len(frame.faces)
 
 
@@ -222,6 +231,7 @@ def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) ->
     )
     frame = est.estimate(image, 0, boxes=boxes)
     assert [f.cut_by_border for f in frame.faces] == [True]
+    assert (frame.faces_detected, frame.faces_too_small, frame.faces_tracked) == (3, 1, 1)
     for reason in ("face_outside_image", "invalid_box", "face_too_small"):
         assert est.counters[f"event:{reason}"] == 1, reason
 
@@ -352,3 +362,173 @@ def test_a_sudden_zoom_is_recropped_in_the_same_frame(
         landmark_normaliser(expected[None], "interocular"),
     )
     assert error[0] < 0.15
+
+
+# --------------------------------------------------------------------------- detection paths
+class GatedDetector(FaceDetector):
+    """The real MediaPipe detector behind a gate: every run waits until the test opens it."""
+
+    def __init__(self) -> None:
+        self.inner = MediaPipeFaceDetector(DetectorConfig())
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.entered.set()
+        if not self.gate.wait(timeout=120):
+            raise RuntimeError("the test never opened the gate")
+        return self.inner.detect(image_bgr)
+
+    def close(self) -> None:
+        self.gate.set()
+        self.inner.close()
+
+
+def asynchronous_estimator(folder: Path, detector: FaceDetector) -> HeadPoseEstimator:
+    config = config_from_flat(
+        {
+            "inference.model_dir": str(folder),
+            "inference.device": "cpu",
+            "inference.threads": 1,
+            "tracking.deterministic_ids": True,
+            "detector.asynchronous": True,
+        }
+    )
+    return HeadPoseEstimator(config, detector=detector)
+
+
+def wait_until_idle(est: HeadPoseEstimator) -> None:
+    for _ in range(12_000):  # bounded: a run that never ends fails the test instead of hanging
+        if not est.detection_pending:
+            return
+        time.sleep(0.01)
+    pytest.fail("the detector run never finished")
+
+
+def test_no_frame_waits_for_the_asynchronous_detector(data_300w: Path, model_dir: Path) -> None:
+    detector = GatedDetector()
+    est = asynchronous_estimator(model_dir, detector)
+    image, points = helen(data_300w, 1)[0]
+    first = est.estimate(image, 0)  # hands the frame to the detector thread and goes on
+    assert detector.entered.wait(timeout=120) and est.detection_pending
+    later = [est.estimate(image, i * FRAME_NS) for i in range(1, 6)]
+    # Six frames finished while the run was still blocked: none of them waited for it.
+    assert not detector.gate.is_set() and est.detection_pending
+    assert all(not f.detector_ran and not f.faces for f in [first, *later])
+    assert est.counters["detector_runs"] == 0
+    detector.gate.set()
+    wait_until_idle(est)
+    merged = est.estimate(image, 6 * FRAME_NS)  # the first frame after the run merges it
+    assert merged.detector_ran and merged.faces_detected >= 1 and merged.faces
+    x0, y0, x1, y1 = merged.faces[0].box
+    cx, cy = points.mean(axis=0)
+    assert x0 < cx < x1 and y0 < cy < y1
+    assert est.counters["detector_runs"] == 1
+    est.close()
+
+
+def test_a_run_of_an_old_stream_is_dropped(data_300w: Path, model_dir: Path) -> None:
+    detector = GatedDetector()
+    est = asynchronous_estimator(model_dir, detector)
+    image, _ = helen(data_300w, 1)[0]
+    est.estimate(image, 0)
+    assert detector.entered.wait(timeout=120)
+    est.reset()  # a new, unrelated sequence starts while the run is in flight
+    detector.gate.set()
+    wait_until_idle(est)
+    frame = est.estimate(image, FRAME_NS)
+    assert not frame.detector_ran and not frame.faces
+    assert est.counters["detector_runs_stale"] == 1 and est.counters["detector_runs"] == 0
+    est.close()
+
+
+def test_synchronous_detection_runs_in_its_frame_and_replays_identically(
+    data_300w: Path, model_dir: Path
+) -> None:
+    image, _ = helen(data_300w, 1)[0]
+    frames = [np.roll(image, 3 * i, axis=1) for i in range(9)]
+
+    def replay() -> tuple[list, dict]:
+        est = estimator(model_dir, **{"detector.interval_frames": 4})
+        out = []
+        for i, frame in enumerate(frames):
+            result = est.estimate(frame, i * FRAME_NS)
+            out.append(
+                (
+                    result.detector_ran,
+                    result.faces_detected,
+                    result.faces_tracked,
+                    [(f.track_id, f.box, f.yaw, f.landmarks.tobytes()) for f in result.faces],
+                )
+            )
+        est.close()
+        return out, dict(est.counters)
+
+    first, counters = replay()
+    assert (first, counters) == replay()
+    # A due run happens inside the frame that needs it: frame 0, then every 4th frame.
+    assert [ran for ran, *_ in first] == [i % 4 == 0 for i in range(9)]
+    assert counters["detector_runs"] == 3 and counters["faces_published"] >= 9
+
+
+class FirstRunOnly(FaceDetector):
+    """A detector that sees the face once and then never again (as on a head turned away)."""
+
+    def __init__(self, box: tuple[float, float, float, float]) -> None:
+        self.box, self.calls = box, 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return [Detection(box=self.box, score=0.9)] if self.calls == 1 else []
+
+
+def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
+    """A face turned beyond 75 degrees, 360 px high, that the shipped network sees clearly."""
+    folder = shared_dir / "data" / "aflw_crops"
+    if not (folder / "labels.json").is_file():
+        pytest.skip(f"needs the AFLW crops at {folder}")
+    runner = FaceBatchRunner(config_from_flat({"inference.device": "cpu"}).inference)
+    for entry in json.loads((folder / "labels.json").read_text()):
+        if abs(entry["yaw_deg"]) < 75:
+            continue
+        frame = np.full((480, 480, 3), 90, np.uint8)
+        frame[60:420, 60:420] = cv2.resize(cv2.imread(str(folder / entry["image"])), (360, 360))
+        points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 60.0
+        box = (*points.min(axis=0), *points.max(axis=0))
+        crop = face_crop(np.array(box), (480, 480), runner.manifest.crop_margin, 128)
+        if runner.run(frame, [crop], lambda stage: None).presence[0] >= CLEAR_FACE_PRESENCE:
+            return frame, box
+    pytest.fail("no AFLW profile is clear to the network")
+
+
+def tracked_ids(folder: Path, frames: list[np.ndarray], box: tuple) -> list[list[str]]:
+    est = HeadPoseEstimator(
+        config_from_flat(
+            {
+                "inference.model_dir": str(folder),
+                "inference.device": "cpu",
+                "tracking.deterministic_ids": True,
+                "detector.asynchronous": False,
+                "detector.interval_frames": 1,  # the detector runs, and misses, every frame
+            }
+        ),
+        detector=FirstRunOnly(box),
+    )
+    return [
+        [f.track_id for f in est.estimate(image, i * FRAME_NS).faces]
+        for i, image in enumerate(frames)
+    ]
+
+
+def test_landmarks_hold_a_track_the_detector_misses_until_the_face_goes(
+    shared_dir: Path, data_300w: Path, trained_model_dir: Path
+) -> None:
+    profile, box = clear_aflw_profile(shared_dir)
+    ids = tracked_ids(trained_model_dir, [profile] * 8, box)
+    assert ids == [["1"]] * 8, ids  # the landmarks of the turned head carry the track
+    frontal, points = helen(data_300w, 1)[0]
+    empty = cv2.GaussianBlur(frontal, (0, 0), 25)  # the person left: no face in the crop
+    ids = tracked_ids(
+        trained_model_dir, [frontal] * 6 + [empty] * 4, (*points.min(axis=0), *points.max(axis=0))
+    )
+    assert ids[:6] == [["1"]] * 6 and ids[-1] == [], ids

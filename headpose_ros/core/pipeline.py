@@ -25,9 +25,10 @@ from headpose_ros.core.config import EstimatorConfig, validate_config
 from headpose_ros.core.detection import (
     FaceDetector,
     create_detector,
-    detections_from_boxes,
+    external_detections,
     filter_detections,
 )
+from headpose_ros.core.detection_schedule import DetectionSchedule
 from headpose_ros.core.face_batch import FaceBatch, FaceBatchRunner, FaceCrop, face_crop
 from headpose_ros.core.geometry import attention_score, matrix_to_euler, rotation_to_quaternion
 from headpose_ros.core.image_codec import prepare_image
@@ -70,12 +71,6 @@ FACE_SKIP_REASONS = (
 #: Stages timed per frame (milliseconds in ``FrameResult.timings_ms``).
 STAGES = ("detect", "crop", "mnn", "decode", "or", "pnp", "smooth", "total")
 
-#: Mean heatmap peak (as a multiple of a flat map's value) below which a tracked face counts
-#: as lost for the frame. Measured with the shipped model on 128 px crops: 100-150 on 300-W
-#: faces, 75 or more with the lower half of the face covered, about 30 on a blank crop and 60
-#: on noise; the network's visibility cannot tell (0.75 on a blank crop).
-MIN_FACE_PRESENCE = 65.0
-
 
 @dataclass(frozen=True)
 class FaceResult:
@@ -115,7 +110,14 @@ class FaceResult:
 
 @dataclass
 class FrameResult:
-    """Everything one frame produced: faces, or why the frame was skipped, and timings."""
+    """Everything one frame produced: faces, or why the frame was skipped, and timings.
+
+    What detection did this frame: ``detector_ran`` (detections, the detector's or the
+    caller's boxes, entered tracking), ``faces_detected`` (how many), ``faces_too_small``
+    (of those, dropped below ``detector.min_face_px``), ``faces_over_limit`` (tracks left
+    out by ``detector.max_faces``), ``faces_tracked`` (faces run through the network) and
+    ``len(faces)``, the faces published.
+    """
 
     timestamp_ns: int
     image_width: int
@@ -125,6 +127,10 @@ class FrameResult:
     skip_detail: str = ""
     events: list[str] = field(default_factory=list)
     detector_ran: bool = False
+    faces_detected: int = 0
+    faces_too_small: int = 0
+    faces_over_limit: int = 0
+    faces_tracked: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -167,10 +173,14 @@ class HeadPoseEstimator:
         self.model, self.manifest = self._network.model, self._network.manifest
         self.runner, self.regressor = self._network.runner, self._network.regressor
         self.detector = detector if detector is not None else create_detector(self.config.detector)
-        self.tracker = FaceTracker(self.config.tracking)
         self.counters: Counter[str] = Counter()
+        self._schedule = (
+            None
+            if self.detector is None
+            else DetectionSchedule(self.detector, self.config.detector, self.counters)
+        )
+        self.tracker = FaceTracker(self.config.tracking)
         self._smoothers: dict[str, PoseSmoother] = {}
-        self._frames_since_detection = 0
         self._last_timestamp_ns: int | None = None
         self._last_size: tuple[int, int] | None = None
         self._logged_reasons: set[str] = set()
@@ -180,18 +190,24 @@ class HeadPoseEstimator:
         """The onnxruntime device actually used (``cpu``, ``cuda:0``, ...)."""
         return self.runner.device
 
+    @property
+    def detection_pending(self) -> bool:
+        """True while an asynchronous detector run is in flight (started, not yet finished)."""
+        return self._schedule is not None and self._schedule.pending
+
     def reset(self) -> None:
         """Forget tracks, filters and time (a new, unrelated image sequence starts)."""
         self.tracker.reset()
         self._smoothers.clear()
-        self._frames_since_detection = 0
         self._last_timestamp_ns = None
         self._last_size = None
+        if self._schedule is not None:
+            self._schedule.restart()
 
     def close(self) -> None:
-        """Release the detector's native resources."""
-        if self.detector is not None:
-            self.detector.close()
+        """Stop the detector's thread (if any) and release its native resources."""
+        if self._schedule is not None:
+            self._schedule.close()
 
     def _event(self, result: FrameResult, reason: str, detail: str = "", count: int = 1) -> None:
         """Count a skip or degradation; log the first of each kind as a warning."""
@@ -244,6 +260,8 @@ class HeadPoseEstimator:
         self._detect(image, boxes, box_scores, result)
         timer.lap("detect")
         work = self._crops_to_run(result)
+        result.faces_tracked = len(work)
+        self.counters["faces_tracked"] += len(work)
         if work:
             batch = self._network.run(image, [crop for _, crop in work], timer.lap)
             if batch.recropped:
@@ -253,13 +271,10 @@ class HeadPoseEstimator:
         lost = self.tracker.end_frame()
         reported = {t.track_id for t in self.tracker.tracks if t.confirmed}
         result.faces = [f for f in result.faces if f.track_id in reported]
-        self._frames_since_detection = (
-            0 if result.detector_ran else self._frames_since_detection + 1
-        )
         if lost:
             live = {t.track_id for t in self.tracker.tracks}
             self._smoothers = {k: v for k, v in self._smoothers.items() if k in live}
-        self.counters["faces"] += len(result.faces)
+        self.counters["faces_published"] += len(result.faces)
         self.counters["frames_with_faces" if result.faces else "frames_without_faces"] += 1
         result.timings_ms = timer.finish()
         return result
@@ -277,6 +292,8 @@ class HeadPoseEstimator:
             self._event(result, "image_size_changed", f"{self._last_size} -> {image.shape[:2]}")
             self.tracker.reset()
             self._smoothers.clear()
+            if self._schedule is not None:
+                self._schedule.restart()
         self._last_size = image.shape[:2]
 
     def _camera(self, camera: object, result: FrameResult) -> CameraModel | None:
@@ -296,35 +313,27 @@ class HeadPoseEstimator:
         scores: np.ndarray | None,
         result: FrameResult,
     ) -> None:
-        """Run the detector (or take the given boxes) when tracking needs it."""
+        """Take the given boxes, or the detector's faces when a run is due or finished."""
         if boxes is not None:
-            try:
-                detections, bad = detections_from_boxes(boxes, scores)
-            except ValueError as error:
-                self._event(
-                    result, "invalid_box", str(error), count=max(1, int(np.size(boxes) // 4))
-                )
-                detections, bad = [], 0
+            detections, bad, why = external_detections(boxes, scores)
             if bad:
-                self._event(
-                    result, "invalid_box", f"{bad} external box(es) non-finite or empty", count=bad
-                )
+                self._event(result, "invalid_box", why, count=bad)
             source = "external"
-        else:
-            due = (
-                self.tracker.needs_detection
-                or self._frames_since_detection + 1 >= self.config.detector.interval_frames
-            )
-            if self.detector is None or not due:
+        elif self._schedule is not None:
+            detections = self._schedule.detections(image, self.tracker.needs_detection)
+            if detections is None:
                 return
-            detections, source = self.detector.detect(image), "detector"
-            self.counters["detector_runs"] += 1
-        result.detector_ran = True
+            source = "detector"
+        else:
+            return
+        result.detector_ran, result.faces_detected = True, len(detections)
+        self.counters["faces_detected"] += len(detections)
         kept, dropped = filter_detections(
             detections, image.shape[1], image.shape[0], self.config.detector.min_face_px
         )
         for reason, detail in dropped:
             self._event(result, reason, detail)
+        result.faces_too_small = sum(reason == "face_too_small" for reason, _ in dropped)
         self.tracker.update_with_detections(kept, source)
 
     def _crops_to_run(self, result: FrameResult) -> list[tuple[Track, FaceCrop]]:
@@ -332,12 +341,9 @@ class HeadPoseEstimator:
         limit = self.config.detector.max_faces
         tracks = sorted(self.tracker.tracks, key=lambda t: (not t.confirmed, -t.score))
         if len(tracks) > limit:
-            self._event(
-                result,
-                "too_many_faces",
-                f"{len(tracks)} faces, processing {limit}",
-                count=len(tracks) - limit,
-            )
+            result.faces_over_limit = len(tracks) - limit
+            detail = f"{len(tracks)} faces, processing {limit}"
+            self._event(result, "too_many_faces", detail, count=result.faces_over_limit)
         work = []
         size = (result.image_width, result.image_height)
         for track in tracks[:limit]:
@@ -367,17 +373,13 @@ class HeadPoseEstimator:
                 self._event(result, "network_output_not_finite", f"track {track.track_id}")
                 self.tracker.update_from_landmarks(track, np.full((2, 2), np.nan), reliable=False)
                 continue
-            if batch.landmarks is None:  # encoder only: nothing tells a lost face
-                reliable, why = True, "p^AE does not place a plausible face"
-            else:
-                visibility, presence = batch.visibility[index].mean(), batch.presence[index]
-                reliable = (
-                    visibility >= self.config.tracking.min_track_visibility
-                    and presence >= MIN_FACE_PRESENCE
-                )
-                why = f"mean visibility {visibility:.2f}, presence {presence:.0f}"
+            found, clear, why = batch.shows_a_face(
+                index, self.config.tracking.min_track_visibility
+            )
+            # A face the network sees clearly is tracked by its landmarks even where the
+            # detector misses it (profiles, small faces): the miss is the detector's own.
             accepted = self.tracker.update_from_landmarks(
-                track, batch.track_points[index], bool(reliable)
+                track, batch.track_points[index], found, detector_blind=clear
             )
             if not accepted and not track.evidence:
                 # Neither the landmarks nor a detection this frame vouch for the face.

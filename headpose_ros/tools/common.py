@@ -123,8 +123,8 @@ def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_arguments(args: argparse.Namespace) -> EstimatorConfig:
-    """Build settings: defaults (deterministic ids for reproducibility), file, then options."""
-    values: dict[str, Any] = {"tracking.deterministic_ids": True}
+    """Build settings: defaults (deterministic ids and detection: reproducible), file, options."""
+    values: dict[str, Any] = {"tracking.deterministic_ids": True, "detector.asynchronous": False}
     if args.config is not None:
         loaded = yaml.safe_load(args.config.read_text()) or {}
         if not isinstance(loaded, dict):

@@ -161,9 +161,11 @@ def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir
 
 def test_occlusion_regressor_refines_in_the_pipeline(data_300w: Path, tmp_path: Path) -> None:
     folder = model_factory.build_tiny_model(tmp_path / "with_or", with_or=True)
-    image, _ = helen(data_300w, 1)[0]
-    with_or = estimator(folder).estimate(image, 0)
-    without = estimator(folder, **{"inference.use_or": False}).estimate(image, 0)
+    image, points = helen(data_300w, 1)[0]
+    # The face's box from outside: random weights cannot confirm a detection as a face.
+    boxes = np.concatenate([points.min(axis=0), points.max(axis=0)])[None]
+    with_or = estimator(folder).estimate(image, 0, boxes=boxes)
+    without = estimator(folder, **{"inference.use_or": False}).estimate(image, 0, boxes=boxes)
     assert with_or.timings_ms["or"] > 0.0 and without.timings_ms["or"] == 0.0
     assert np.all(np.isfinite(with_or.faces[0].landmarks))
     assert not np.allclose(with_or.faces[0].landmarks, without.faces[0].landmarks)
@@ -474,12 +476,12 @@ def test_synchronous_detection_runs_in_its_frame_and_replays_identically(
 class FirstRunOnly(FaceDetector):
     """A detector that sees the face once and then never again (as on a head turned away)."""
 
-    def __init__(self, box: tuple[float, float, float, float]) -> None:
-        self.box, self.calls = box, 0
+    def __init__(self, box: tuple[float, float, float, float], score: float = 0.9) -> None:
+        self.box, self.score, self.calls = box, score, 0
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         self.calls += 1
-        return [Detection(box=self.box, score=0.9)] if self.calls == 1 else []
+        return [Detection(box=self.box, score=self.score)] if self.calls == 1 else []
 
 
 def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
@@ -532,3 +534,32 @@ def test_landmarks_hold_a_track_the_detector_misses_until_the_face_goes(
         trained_model_dir, [frontal] * 6 + [empty] * 4, (*points.min(axis=0), *points.max(axis=0))
     )
     assert ids[:6] == [["1"]] * 6 and ids[-1] == [], ids
+
+
+def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
+    data_300w: Path, trained_model_dir: Path
+) -> None:
+    image, points = helen(data_300w, 1)[0]
+    face_box = (*points.min(axis=0), *points.max(axis=0))
+    wall = cv2.GaussianBlur(image, (0, 0), 25)  # the same colours, no face
+
+    def first_frame(frame: np.ndarray, score: float) -> tuple[list, int]:
+        est = HeadPoseEstimator(
+            config_from_flat(
+                {
+                    "inference.model_dir": str(trained_model_dir),
+                    "inference.device": "cpu",
+                    "detector.asynchronous": False,
+                }
+            ),
+            detector=FirstRunOnly(face_box, score),
+        )
+        result = est.estimate(frame, 0)
+        return result.faces, est.counters["event:not_a_face"]
+
+    faces, dropped = first_frame(wall, 0.55)
+    assert faces == [] and dropped == 1  # a weak detection on a blank wall: no face
+    faces, dropped = first_frame(image, 0.55)
+    assert len(faces) == 1 and dropped == 0  # a weak detection the network confirms
+    faces, dropped = first_frame(wall, 0.9)
+    assert len(faces) == 1 and dropped == 0  # a confident detection is kept for its frame

@@ -133,18 +133,25 @@ class DetectionSchedule:
     """
 
     def __init__(
-        self, detector: FaceDetector, config: DetectorConfig, counters: Counter[str]
+        self, detector: FaceDetector | None, config: DetectorConfig, counters: Counter[str]
     ) -> None:
-        """Use ``detector`` in the configured mode (its own thread when asynchronous)."""
+        """Use ``detector`` in the configured mode (its own thread when asynchronous).
+
+        Without a detector (boxes only come from the caller) nothing ever runs.
+        """
         self.detector = detector
         self.interval_frames = config.interval_frames
-        self.worker = DetectionWorker(detector) if config.asynchronous else None
+        self.worker = (
+            DetectionWorker(detector) if config.asynchronous and detector is not None else None
+        )
         self.counters = counters
         self._frames_since_start = 0
         self._generation = 0
 
     def detections(self, image_bgr: np.ndarray, tracking_asks: bool) -> list[Detection] | None:
         """Return this frame's detections to merge into tracking, ``None`` when there are none."""
+        if self.detector is None:
+            return None
         due = tracking_asks or self._frames_since_start + 1 >= self.interval_frames
         if self.worker is None:
             self._frames_since_start = 0 if due else self._frames_since_start + 1
@@ -178,4 +185,5 @@ class DetectionSchedule:
         """Stop the thread (after its current run), then release the detector."""
         if self.worker is not None:
             self.worker.close()
-        self.detector.close()
+        if self.detector is not None:
+            self.detector.close()

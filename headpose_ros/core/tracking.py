@@ -224,6 +224,10 @@ class FaceTracker:
         track.evidence = track.evidence or not track.missed_by_detector or detector_blind
         return True
 
+    def discard(self, track: Track) -> None:
+        """Forget a track at once (a detection found not to be a face)."""
+        self.tracks = [t for t in self.tracks if t is not track]
+
     def end_frame(self) -> bool:
         """Count hits and misses, confirm and drop tracks; True when a track was dropped."""
         for track in self.tracks:

@@ -22,7 +22,7 @@ import yaml
 from headpose_ros.core.config import ConfigError, EstimatorConfig, config_from_flat, iter_settings
 from headpose_ros.core.manifest import ModelFileError
 from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError, camera_from_intrinsics
-from headpose_ros.core.pipeline import STAGES, FaceResult, FrameResult
+from headpose_ros.core.pipeline import DETECTION_COUNTERS, STAGES, FaceResult, FrameResult
 
 __all__ = [
     "CSV_FIELDS",
@@ -376,6 +376,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     total = summary["latency_ms"].get("total")
     if total:
         print(f"latency per frame: p50 {total['p50']:.2f} ms, p95 {total['p95']:.2f} ms")
+    counters = summary["estimator_counters"]
+    print("detection: " + ", ".join(f"{n} {counters.get(n, 0)}" for n in DETECTION_COUNTERS))
     events = {
         k: v for k, v in summary["estimator_counters"].items() if k.startswith(("event:", "skip:"))
     }

@@ -287,7 +287,6 @@ def grid_through_estimator(frame: np.ndarray, boxes: list[np.ndarray], frames: i
             {
                 "inference.device": "cpu",
                 "tracking.deterministic_ids": True,
-                "detector.max_faces": 16,
                 "detector.asynchronous": False,
             }
         )

@@ -348,7 +348,9 @@ def main() -> int:
         scene["ours_synchronous"] = run_ours(
             frames, args.model_dir, False, args.warmup, False, args.fps
         )
-        scene["ours_encoder_only"] = run_ours(frames, args.model_dir, True, args.warmup)
+        scene["ours_encoder_only"] = run_ours(
+            frames, args.model_dir, True, args.warmup, True, args.fps
+        )
         estimator = HeadPoseEstimator(
             config_from_flat({"inference.model_dir": args.model_dir} if args.model_dir else {})
         )

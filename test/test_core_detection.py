@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter
 from pathlib import Path
@@ -23,7 +24,7 @@ from headpose_ros.core.detection import (
     merge_detections,
     tile_pyramid,
 )
-from headpose_ros.core.detection_schedule import DetectionSchedule
+from headpose_ros.core.detection_schedule import BACKGROUND_NICENESS, DetectionSchedule
 from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
 
@@ -63,6 +64,9 @@ def test_merging_keeps_one_detection_per_face() -> None:
     neighbour = Detection(box=(170.0, 100.0, 230.0, 170.0), score=0.6)
     merged = merge_detections([same_in_next_tile, neighbour, face, part_of_it])
     assert [d.score for d in merged] == [0.95, 0.6]  # best first; a face's twins dropped
+    # Over a pyramid a face seen once must be confident: the lone neighbour is dropped.
+    merged = merge_detections([same_in_next_tile, neighbour, face, part_of_it], 0.7)
+    assert [d.score for d in merged] == [0.95]
 
 
 def test_external_boxes_never_raise() -> None:
@@ -130,3 +134,43 @@ def test_the_asynchronous_schedule_hands_over_a_copy_and_merges_once() -> None:
     assert schedule.detections(image, tracking_asks=False) is None and detector.runs == 1
     schedule.close()
     assert schedule.detections(image, tracking_asks=True) is None  # closed: no new runs
+
+
+class ThreadedDetector(FaceDetector):
+    """A detector with a helper thread of its own, as MediaPipe's graph has."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.started = threading.Event()
+        self.helper_id = 0
+        self.detector_thread_id = 0
+        self.helper = threading.Thread(target=self._helper, daemon=True)
+        self.helper.start()
+        self.started.wait(timeout=60)
+
+    def _helper(self) -> None:
+        self.helper_id = threading.get_native_id()
+        self.started.set()
+        self.stop.wait()
+
+    def native_threads(self) -> set[int]:
+        return {self.helper_id}
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.detector_thread_id = threading.get_native_id()
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread niceness is Linux's")
+def test_background_detection_yields_the_cpu_to_tracking() -> None:
+    detector = ThreadedDetector()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    schedule = DetectionSchedule(detector, DetectorConfig(asynchronous=True), Counter())
+    image = np.zeros((8, 8, 3), np.uint8)
+    assert schedule.detections(image, tracking_asks=True) is None  # the run starts
+    run_until_merged(schedule, image)
+    for thread in (detector.detector_thread_id, detector.helper_id):
+        assert os.getpriority(os.PRIO_PROCESS, thread) == min(base + BACKGROUND_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the tracking thread keeps its own
+    schedule.close()
+    detector.stop.set()

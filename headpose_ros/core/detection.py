@@ -13,6 +13,7 @@ convention to that one (see :data:`MEDIAPIPE_TO_LANDMARK_BOX`).
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -90,8 +91,9 @@ TILE_STRIDE = 0.7
 #: the other.
 MERGE_IOU = 0.3
 MERGE_CONTAINMENT = 0.6
-#: A face only one region (the whole image or one tile) saw needs this score: on AFLW scenes
-#: and helen_test 80% of the pyramid's false positives are single views below it.
+#: Over a tile pyramid, a face only one region (the whole image or one tile) saw needs this
+#: score: on AFLW scenes and helen_test 80% of the pyramid's false positives are such single
+#: views, 2% of the real faces (measured with benchmarks/bench_detectors.py).
 SINGLE_VIEW_MIN_SCORE = 0.6
 #: External box coordinates beyond this (pixels) are corrupt, not faces.
 _MAX_COORDINATE = 1e6
@@ -108,6 +110,13 @@ class FaceDetector(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most detectors hold nothing
         """Release native resources (graphs, threads)."""
+
+    def native_threads(self) -> set[int]:
+        """Ids of the OS threads the detector computes on besides its caller's (if known).
+
+        Run in the background, those threads get a lower priority than tracking.
+        """
+        return set()
 
 
 class MediaPipeFaceDetector(FaceDetector):
@@ -141,18 +150,22 @@ class MediaPipeFaceDetector(FaceDetector):
         # The graph's own threshold does not follow min_detection_confidence below its
         # built-in 0.5 or above it (measured), so the setting is applied here as well.
         self._min_score = config.min_score
+        before = _thread_ids()
         self._graph = face_detection.FaceDetection(
             model_selection=config.model_selection, min_detection_confidence=config.min_score
         )
+        # The graph runs its model on threads of its own, started with it.
+        self._threads = _thread_ids() - before
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Run BlazeFace on the whole image and every tile; merge into landmark boxes."""
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
         found: list[Detection] = []
-        for x0, y0, x1, y1 in tile_pyramid(width, height, self._smallest_face_px):
+        regions = tile_pyramid(width, height, self._smallest_face_px)
+        for x0, y0, x1, y1 in regions:
             found += self._detect_tile(rgb, x0, y0, x1, y1, (x1 - x0, y1 - y0) != (width, height))
-        return merge_detections(found)
+        return merge_detections(found, SINGLE_VIEW_MIN_SCORE if len(regions) > 1 else 0.0)
 
     def _detect_tile(
         self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, is_tile: bool
@@ -179,9 +192,21 @@ class MediaPipeFaceDetector(FaceDetector):
                 kept.append(Detection(box=box, score=float(found.score[0])))
         return kept
 
+    def native_threads(self) -> set[int]:
+        """Return the MediaPipe graph's own threads (Linux; empty elsewhere)."""
+        return set(self._threads)
+
     def close(self) -> None:
         """Close the MediaPipe graph and its worker threads."""
         self._graph.close()
+
+
+def _thread_ids() -> set[int]:
+    """Ids of this process's OS threads, from /proc (empty where there is none)."""
+    try:
+        return {int(name) for name in os.listdir(f"/proc/{os.getpid()}/task")}
+    except OSError:
+        return set()
 
 
 def tile_pyramid(
@@ -221,13 +246,15 @@ def _tile_starts(length: int, tile: int) -> list[int]:
     return [int(round(v)) for v in np.linspace(0, length - tile, count)]
 
 
-def merge_detections(detections: list[Detection]) -> list[Detection]:
+def merge_detections(
+    detections: list[Detection], single_view_min_score: float = 0.0
+) -> list[Detection]:
     """One detection per face: best score first, dropping any that overlaps a kept one.
 
     Two boxes are one face when their IoU exceeds :data:`MERGE_IOU` or the smaller lies
     mostly (:data:`MERGE_CONTAINMENT`) inside the other: the same face seen in two tiles or
-    at two levels, or a part of a face seen as a face. A face seen in only one region is
-    kept only from :data:`SINGLE_VIEW_MIN_SCORE`: a real face is usually found by several
+    at two levels, or a part of a face seen as a face. A face seen only once is kept from
+    ``single_view_min_score``: over a tile pyramid a real face is usually found by several
     overlapping tiles and levels, a face-like texture by one.
     """
     kept: list[Detection] = []
@@ -243,7 +270,7 @@ def merge_detections(detections: list[Detection]) -> list[Detection]:
     return [
         detection
         for detection, seen in zip(kept, views, strict=True)
-        if seen > 1 or detection.score >= SINGLE_VIEW_MIN_SCORE
+        if seen > 1 or detection.score >= single_view_min_score
     ]
 
 

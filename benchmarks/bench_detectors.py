@@ -316,11 +316,13 @@ def detectors(shared: Path, names: list[str] | None) -> dict[str, Detect]:
     """Detector name -> callable(image) -> boxes; ours first, then the peers."""
     found: dict[str, Detect] = {
         "default (ours)": ours({}),
-        "full-range, whole frame (old)": ours({"model_selection": 1, "smallest_face_px": 0}),
-        "short-range, whole frame": ours({"smallest_face_px": 0}),
-        "short-range, tiles to 64 px": ours({"smallest_face_px": 64}),
-        "short-range, tiles to 32 px": ours({"smallest_face_px": 32}),
-        "short-range, tiles to 24 px": ours({"smallest_face_px": 24}),
+        "full-range whole frame (old default)": ours(
+            {"model_selection": 1, "smallest_face_px": 0}
+        ),
+        "short-range whole frame": ours({"smallest_face_px": 0}),
+        "short-range tiles to 64 px": ours({"smallest_face_px": 64}),
+        "short-range tiles to 32 px": ours({"smallest_face_px": 32}),
+        "short-range tiles to 24 px": ours({"smallest_face_px": 24}),
     }
     yunet_path = shared / "peers" / "yunet" / "yunet_n_320_320.onnx"
     if yunet_path.is_file() and hasattr(cv2, "FaceDetectorYN"):
@@ -333,7 +335,7 @@ def detectors(shared: Path, names: list[str] | None) -> dict[str, Detect]:
                 return []
             return [(f[0], f[1], f[0] + f[2], f[1] + f[3]) for f in faces]
 
-        found["yunet (peer, own box)"] = run_yunet
+        found["yunet (peer; own box)"] = run_yunet
     if names:
         found = {name: detect for name, detect in found.items() if name in names}
     return found
@@ -345,6 +347,8 @@ def recall_line(name: str, result: dict, mask: np.ndarray | None = None) -> str:
     hits, yaws = result["hits"], result["yaws"]
     if mask is not None:
         hits, yaws = hits[mask], yaws[mask]
+    if not len(hits):
+        return f"{name:40s} no faces"
     cells = [f"{hits.mean():7.1%} ({hits.sum()}/{len(hits)})"]
     for low, high in YAW_BINS:
         chosen = (yaws >= low) & (yaws < high)

@@ -75,7 +75,7 @@ class DetectorConfig:
         0,
         "MediaPipe model: 0 = short range (128 px input), the one that finds turned heads: "
         "run on the tile pyramid it finds 99-100% of the faces with |yaw| < 60 degrees and "
-        "96-97% of the profiles in benchmarks/bench_detectors.py; 1 = full range (192 px "
+        "97.5% of the profiles in benchmarks/bench_detectors.py; 1 = full range (192 px "
         "input), which misses most faces turned beyond 30 degrees at any scale.",
         low=0,
         high=1,

@@ -125,7 +125,7 @@ class MediaPipeFaceDetector(FaceDetector):
     BlazeFace finds a face reliably only when the face fills a fair share of the model's
     input: short-range (128 px input) finds 99-100% of real faces with |yaw| < 30 degrees and
     96% of those turned beyond 60 degrees when the input is 2.5 face heights across, but
-    under 50% of the profiles in a whole 640x480 frame where the same face is 100 px high
+    only 66% of the profiles 96 px high in a whole 640x480 frame
     (``benchmarks/bench_detectors.py``). So the model runs on the whole frame and then on
     square tiles of shrinking sides (a factor :data:`TILE_STEP` apart, overlapping so that
     every face lies whole in a tile of about its level) down to tiles

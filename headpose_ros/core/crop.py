@@ -129,15 +129,19 @@ def crop_image(image_bgr: np.ndarray, affine: np.ndarray, out_size: int) -> np.n
     Black padding (not border replication) is what the model is trained with when a face is
     cut by the image border, so it must be what it sees at inference too.
     """
-    return crop_images(image_bgr, [affine], out_size)[0]
-
-
-def crop_images(image_bgr: np.ndarray, affines: list[np.ndarray], out_size: int) -> np.ndarray:
-    """Every face's crop of one image, ``(N, out_size, out_size, 3)``; the image checked once."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
         raise ValueError(
             f"expected an HxWx3 uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}"
         )
+    return crop_images(image_bgr, [affine], out_size)[0]
+
+
+def crop_images(image_bgr: np.ndarray, affines: list[np.ndarray], out_size: int) -> np.ndarray:
+    """Every face's crop of one frame, ``(N, out_size, out_size, 3)``, as :func:`crop_image`.
+
+    The frame is not checked again here: the estimator validates each frame once, on entry
+    (``image_codec.prepare_image``), and crops all its faces from it.
+    """
     crops = np.empty((len(affines), out_size, out_size, 3), dtype=np.uint8)
     for crop, affine in zip(crops, affines, strict=True):
         cv2.warpAffine(

@@ -131,8 +131,8 @@ def prepare_image(image: object, min_side: int) -> tuple[np.ndarray | None, str 
     Accepts grey (HxW or HxWx1), BGR and BGRA uint8 arrays with any strides. Returns
     ``(image, None, "")`` or ``(None, reason, detail)`` with reason ``unsupported_image``,
     ``empty_image`` or ``image_too_small``: the estimator counts a skip instead of raising,
-    because one bad frame must not stop a stream. This is the one check of the frame: the
-    later stages (crops, detectors) rely on it.
+    because one bad frame must not stop a stream. This is the frame's one check: the crops
+    (``crop.crop_images``) rely on it.
     """
     if not isinstance(image, np.ndarray):
         return None, "unsupported_image", f"expected a numpy array, got {type(image).__name__}"

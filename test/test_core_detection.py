@@ -24,7 +24,11 @@ from headpose_ros.core.detection import (
     merge_detections,
     tile_pyramid,
 )
-from headpose_ros.core.detection_schedule import BACKGROUND_NICENESS, DetectionSchedule
+from headpose_ros.core.detection_schedule import (
+    BACKGROUND_NICENESS,
+    DetectionSchedule,
+    DetectionWorker,
+)
 from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
 
@@ -174,3 +178,38 @@ def test_background_detection_yields_the_cpu_to_tracking() -> None:
     assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the tracking thread keeps its own
     schedule.close()
     detector.stop.set()
+
+
+class SteppedDetector(FaceDetector):
+    """Three steps of work, each counted, one empty detection list at the end."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        raise AssertionError("the background worker runs the detector step by step")
+
+    def detect_in_steps(self, image_bgr: np.ndarray):  # noqa: ANN201 - a generator
+        for _ in range(3):
+            self.steps += 1
+            yield
+        return []
+
+
+def test_the_background_detector_pauses_while_a_tracking_frame_runs() -> None:
+    detector = SteppedDetector()
+    worker = DetectionWorker(detector, max_tracking_wait_s=120.0)
+    worker.tracking(True)  # a frame is in progress when the run is handed over
+    assert worker.submit(np.zeros((8, 8, 3), np.uint8), generation=0)
+    for _ in range(20):  # the worker is parked on the frame, not on a timer: no step runs
+        threading.Event().wait(0.005)
+        assert detector.steps == 0 and worker.busy
+    worker.tracking(False)  # the frame ended: the run goes on and finishes
+    for _ in range(12_000):
+        if (finished := worker.collect()) is not None:
+            break
+        threading.Event().wait(0.01)
+    else:
+        pytest.fail("the run never finished")
+    assert finished.detections == [] and detector.steps == 3
+    worker.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import cv2
@@ -118,6 +119,16 @@ class FaceDetector(abc.ABC):
         """
         return set()
 
+    def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
+        """Detect as :meth:`detect` does, pausing (``yield``) between pieces of the work.
+
+        A caller running the detector in the background resumes it only while the CPU is not
+        needed for tracking; a detector that cannot be split does its work in one piece.
+        """
+        detections = self.detect(image_bgr)
+        yield from ()
+        return detections
+
 
 class MediaPipeFaceDetector(FaceDetector):
     """MediaPipe 0.10.14 BlazeFace (legacy ``solutions`` API, offline) over a tile pyramid.
@@ -159,12 +170,22 @@ class MediaPipeFaceDetector(FaceDetector):
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         """Run BlazeFace on the whole image and every tile; merge into landmark boxes."""
+        steps = self.detect_in_steps(image_bgr)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+
+    def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
+        """Detect region by region, pausing after each (one BlazeFace run, 1-3 ms)."""
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         height, width = rgb.shape[:2]
         found: list[Detection] = []
         regions = tile_pyramid(width, height, self._smallest_face_px)
         for x0, y0, x1, y1 in regions:
             found += self._detect_tile(rgb, x0, y0, x1, y1, (x1 - x0, y1 - y0) != (width, height))
+            yield
         return merge_detections(found, SINGLE_VIEW_MIN_SCORE if len(regions) > 1 else 0.0)
 
     def _detect_tile(

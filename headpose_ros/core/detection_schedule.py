@@ -12,11 +12,13 @@ happens inside its frame and a replay gives identical results.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,12 +26,21 @@ import numpy as np
 from headpose_ros.core.config import DetectorConfig
 from headpose_ros.core.detection import Detection, FaceDetector
 
-__all__ = ["BACKGROUND_NICENESS", "DetectionSchedule", "DetectionWorker", "FinishedRun"]
+__all__ = [
+    "BACKGROUND_NICENESS",
+    "MAX_TRACKING_WAIT_S",
+    "DetectionSchedule",
+    "DetectionWorker",
+    "FinishedRun",
+]
 
 _LOG = logging.getLogger(__name__)
 
 #: Niceness added to the detector's threads in the background (Linux threads have their own).
 BACKGROUND_NICENESS = 10
+#: Longest a detector step waits for a tracking frame to end: frames sent back to back (no
+#: idle time between them) still leave detection this share of time to progress.
+MAX_TRACKING_WAIT_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,13 +60,17 @@ class FinishedRun:
 class _Handover:
     """What the estimator's thread and the detector's thread share, under one lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_tracking_wait_s: float) -> None:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.pending: tuple[np.ndarray, int] | None = None
         self.finished: FinishedRun | None = None
         self.busy = False
         self.closed = False
+        # Set while no tracking frame is being processed: the detector works only then.
+        self.tracking_idle = threading.Event()
+        self.tracking_idle.set()
+        self.max_tracking_wait_s = max_tracking_wait_s
 
     def close(self) -> None:
         with self.lock:
@@ -83,7 +98,16 @@ def _serve(handover: _Handover, detector: FaceDetector) -> None:
                 return
             (image, generation), handover.pending = handover.pending, None
         try:
-            detections = detector.detect(image)
+            steps = detector.detect_in_steps(image)
+            while True:
+                # Between its steps the detector waits for the tracking frame in progress,
+                # so frames never share the CPU with it for longer than one step.
+                handover.tracking_idle.wait(timeout=handover.max_tracking_wait_s)
+                try:
+                    next(steps)
+                except StopIteration as finished:
+                    detections = finished.value
+                    break
         except Exception:  # noqa: BLE001 - one bad run must not end detection for good
             _LOG.exception("face detector failed on a frame; its faces are not detected")
             detections = []
@@ -100,9 +124,11 @@ class DetectionWorker:
     :meth:`close` is collected and its thread told to stop (as at interpreter exit).
     """
 
-    def __init__(self, detector: FaceDetector) -> None:
+    def __init__(
+        self, detector: FaceDetector, max_tracking_wait_s: float = MAX_TRACKING_WAIT_S
+    ) -> None:
         """Start the thread; it sleeps until a frame is submitted."""
-        self._handover = _Handover()
+        self._handover = _Handover(max_tracking_wait_s)
         self._thread = threading.Thread(
             target=_serve, args=(self._handover, detector), name="face_detector", daemon=True
         )
@@ -124,6 +150,13 @@ class DetectionWorker:
         with self._handover.lock:
             finished, self._handover.finished = self._handover.finished, None
             return finished
+
+    def tracking(self, busy: bool) -> None:
+        """Say that a tracking frame starts (``True``) or ends: the detector pauses meanwhile."""
+        if busy:
+            self._handover.tracking_idle.clear()
+        else:
+            self._handover.tracking_idle.set()
 
     @property
     def busy(self) -> bool:
@@ -184,6 +217,17 @@ class DetectionSchedule:
             return None
         self.counters["detector_runs"] += 1
         return finished.detections
+
+    @contextlib.contextmanager
+    def tracking_frame(self) -> Iterator[None]:
+        """Mark a tracking frame in progress: the background detector pauses until it ends."""
+        if self.worker is not None:
+            self.worker.tracking(True)
+        try:
+            yield
+        finally:
+            if self.worker is not None:
+                self.worker.tracking(False)
 
     @property
     def pending(self) -> bool:

@@ -7,8 +7,7 @@ under a stable reason key (see :data:`FRAME_SKIP_REASONS` and :data:`FACE_SKIP_R
 nothing is lost silently. Problems with the model itself are raised once, at construction, as
 :class:`~headpose_ros.core.manifest.ModelFileError` naming the file.
 
-This module only orchestrates; the maths of each stage lives in its own module (crop,
-decoding, occlusion_regressor, metric_pose, smoothing, detection, tracking).
+This module only orchestrates; each stage's maths lives in its own module.
 """
 
 from __future__ import annotations
@@ -130,11 +129,10 @@ class FaceResult:
 class FrameResult:
     """Everything one frame produced: faces, or why the frame was skipped, and timings.
 
-    What detection did this frame: ``detector_ran`` (detections, the detector's or the
-    caller's boxes, entered tracking), ``faces_detected`` (how many), ``faces_too_small``
-    (of those, dropped below ``detector.min_face_px``), ``faces_over_limit`` (tracks left
-    out by ``detector.max_faces``), ``faces_tracked`` (faces run through the network) and
-    ``len(faces)``, the faces published.
+    What detection did: ``detector_ran`` (detections or the caller's boxes entered tracking),
+    ``faces_detected``, of those ``faces_too_small`` (below ``detector.min_face_px``), tracks
+    left out by ``detector.max_faces`` (``faces_over_limit``) and run through the network
+    (``faces_tracked``); ``len(faces)`` were published.
     """
 
     timestamp_ns: int
@@ -227,48 +225,49 @@ class HeadPoseEstimator:
         ``boxes``: optional ``(N, 4)`` face boxes from outside (landmark-box convention); when
         given they replace this frame's own detector run.
         """
-        timer = StageTimer(STAGES)
-        self.counters["frames"] += 1
-        image, reason, detail = prepare_image(image_bgr, self.config.min_image_side)
-        try:
-            timestamp_ns = int(timestamp_ns)
-        except (TypeError, ValueError, OverflowError):
-            image, reason, detail = None, "invalid_timestamp", f"timestamp {timestamp_ns!r}"
-            timestamp_ns = 0
-        shape = getattr(image_bgr, "shape", ())
-        height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
-        result = FrameResult(timestamp_ns=timestamp_ns, image_width=width, image_height=height)
-        if image is None:
-            self.counters[f"skip:{reason}"] += 1
-            result.skip_reason, result.skip_detail = reason, detail
-            self._log_once(reason, f"frame skipped, {reason}: {detail}")
+        with self._schedule.tracking_frame():  # a background detector pauses meanwhile
+            timer = StageTimer(STAGES)
+            self.counters["frames"] += 1
+            image, reason, detail = prepare_image(image_bgr, self.config.min_image_side)
+            try:
+                timestamp_ns = int(timestamp_ns)
+            except (TypeError, ValueError, OverflowError):
+                image, reason, detail = None, "invalid_timestamp", f"timestamp {timestamp_ns!r}"
+                timestamp_ns = 0
+            shape = getattr(image_bgr, "shape", ())
+            height, width = (int(shape[0]), int(shape[1])) if len(shape) >= 2 else (0, 0)
+            result = FrameResult(timestamp_ns=timestamp_ns, image_width=width, image_height=height)
+            if image is None:
+                self.counters[f"skip:{reason}"] += 1
+                result.skip_reason, result.skip_detail = reason, detail
+                self._log_once(reason, f"frame skipped, {reason}: {detail}")
+                result.timings_ms = timer.finish()
+                return result
+            self._check_stream(image, result)
+            camera_model = self._camera(camera, result)
+
+            self.tracker.begin_frame()
+            self._detect(image, boxes, box_scores, result)
+            timer.lap("detect")
+            work = self._crops_to_run(result)
+            result.faces_tracked = len(work)
+            self.counters["faces_tracked"] += len(work)
+            if work:
+                batch = self._network.run(image, [crop for _, crop in work], timer.lap)
+                if batch.recropped:
+                    self.counters["recrops"] += batch.recropped
+                tracks = [track for track, _ in work]
+                result.faces = self._faces(tracks, batch, camera_model, result, timer)
+            lost = self.tracker.end_frame()
+            reported = {t.track_id for t in self.tracker.tracks if t.confirmed}
+            result.faces = [f for f in result.faces if f.track_id in reported]
+            if lost:
+                live = {t.track_id for t in self.tracker.tracks}
+                self._smoothers = {k: v for k, v in self._smoothers.items() if k in live}
+            self.counters["faces_published"] += len(result.faces)
+            self.counters["frames_with_faces" if result.faces else "frames_without_faces"] += 1
             result.timings_ms = timer.finish()
             return result
-        self._check_stream(image, result)
-        camera_model = self._camera(camera, result)
-
-        self.tracker.begin_frame()
-        self._detect(image, boxes, box_scores, result)
-        timer.lap("detect")
-        work = self._crops_to_run(result)
-        result.faces_tracked = len(work)
-        self.counters["faces_tracked"] += len(work)
-        if work:
-            batch = self._network.run(image, [crop for _, crop in work], timer.lap)
-            if batch.recropped:
-                self.counters["recrops"] += batch.recropped
-            tracks = [track for track, _ in work]
-            result.faces = self._faces(tracks, batch, camera_model, result, timer)
-        lost = self.tracker.end_frame()
-        reported = {t.track_id for t in self.tracker.tracks if t.confirmed}
-        result.faces = [f for f in result.faces if f.track_id in reported]
-        if lost:
-            live = {t.track_id for t in self.tracker.tracks}
-            self._smoothers = {k: v for k, v in self._smoothers.items() if k in live}
-        self.counters["faces_published"] += len(result.faces)
-        self.counters["frames_with_faces" if result.faces else "frames_without_faces"] += 1
-        result.timings_ms = timer.finish()
-        return result
 
     def _check_stream(self, image: np.ndarray, result: FrameResult) -> None:
         """Count time going backwards; forget tracks when the image size changes."""

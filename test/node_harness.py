@@ -54,6 +54,7 @@ def write_params(path: Path, model_dir: Path, **overrides: Any) -> Path:
         "inference.model_dir": str(model_dir),
         "inference.threads": 1,
         "tracking.deterministic_ids": True,
+        "detector.asynchronous": False,
         "diagnostics.period_s": 0.5,
         "input.reliability": "reliable",
         **overrides,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -13,9 +17,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from headpose_ros.core.config import config_from_flat
+from headpose_ros.core.config import DetectorConfig, config_from_flat
+from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDetector
+from headpose_ros.core.face_batch import CLEAR_FACE_PRESENCE, FaceBatchRunner, face_crop
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
-from headpose_ros.core.pipeline import FACE_SKIP_REASONS, FRAME_SKIP_REASONS, HeadPoseEstimator
+from headpose_ros.core.pipeline import (
+    DETECTION_COUNTERS,
+    FACE_SKIP_REASONS,
+    FRAME_SKIP_REASONS,
+    HeadPoseEstimator,
+)
 from headpose_ros.tools.annotations import read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).
@@ -33,6 +44,7 @@ def estimator(folder: Path, **settings_: object) -> HeadPoseEstimator:
         "inference.threads": 1,
     }
     values["tracking.deterministic_ids"] = True
+    values["detector.asynchronous"] = False  # deterministic: a due run happens in its frame
     values.update(settings_)
     return HeadPoseEstimator(config_from_flat(values))
 
@@ -47,6 +59,9 @@ def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: 
     assert x0 < x1 and y0 < y1, "a box with a positive size"
     assert x1 > 0 and y1 > 0 and x0 < width and y0 < height, "the box overlaps the image"
     assert face.landmarks.shape == (68, 2) and np.all(np.isfinite(face.landmarks))
+    assert 0 <= (x0 + x1) / 2 < width and 0 <= (y0 + y1) / 2 < height, "its centre inside"
+    centre = face.landmarks.mean(axis=0)
+    assert x0 <= centre[0] <= x1 and y0 <= centre[1] <= y1, "landmarks centred in the box"
     # Landmarks may leave the image with a face cut by its border, but not by a face's size.
     side = max(x1 - x0, y1 - y0)
     assert np.all(face.landmarks >= -side) and np.all(
@@ -56,6 +71,23 @@ def assert_face_is_well_formed(face, width: int, height: int) -> None:  # noqa: 
     assert 0.0 <= face.attention <= 1.0
     np.testing.assert_allclose(face.rotation @ face.rotation.T, np.eye(3), atol=1e-9)
     assert -np.pi <= face.yaw <= np.pi and -np.pi / 2 <= face.pitch <= np.pi / 2
+    # The orientation for messages: computed once, the same rotation as a unit quaternion.
+    assert face.quaternion is face.quaternion
+    np.testing.assert_allclose(quaternion_matrix(face.quaternion), face.rotation, atol=1e-9)
+    assert face.quaternion[3] >= 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        face.attention = 0.5  # built once, complete: nothing patches a result afterwards
+
+
+def quaternion_matrix(quaternion: tuple[float, float, float, float]) -> np.ndarray:
+    x, y, z, w = quaternion
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def test_real_images_give_faces_on_the_annotated_face(data_300w: Path, model_dir: Path) -> None:
@@ -142,9 +174,11 @@ def test_trained_model_landmarks_are_accurate(data_300w: Path, trained_model_dir
 
 def test_occlusion_regressor_refines_in_the_pipeline(data_300w: Path, tmp_path: Path) -> None:
     folder = model_factory.build_tiny_model(tmp_path / "with_or", with_or=True)
-    image, _ = helen(data_300w, 1)[0]
-    with_or = estimator(folder).estimate(image, 0)
-    without = estimator(folder, **{"inference.use_or": False}).estimate(image, 0)
+    image, points = helen(data_300w, 1)[0]
+    # The face's box from outside: random weights cannot confirm a detection as a face.
+    boxes = np.concatenate([points.min(axis=0), points.max(axis=0)])[None]
+    with_or = estimator(folder).estimate(image, 0, boxes=boxes)
+    without = estimator(folder, **{"inference.use_or": False}).estimate(image, 0, boxes=boxes)
     assert with_or.timings_ms["or"] > 0.0 and without.timings_ms["or"] == 0.0
     assert np.all(np.isfinite(with_or.faces[0].landmarks))
     assert not np.allclose(with_or.faces[0].landmarks, without.faces[0].landmarks)
@@ -193,6 +227,9 @@ def test_twenty_faces_are_capped_and_counted(model_dir: Path) -> None:
     frame = est.estimate(image, 0, boxes=boxes)
     assert frame.detector_ran and len(frame.faces) <= 10
     assert est.counters["event:too_many_faces"] == 10
+    assert (frame.faces_detected, frame.faces_over_limit, frame.faces_tracked) == (20, 10, 10)
+    assert est.counters["faces_detected"] == 20 and est.counters["faces_tracked"] == 10
+    assert est.counters["faces_published"] == len(frame.faces)
     assert len({f.track_id for f in frame.faces}) == len(frame.faces)
 
 
@@ -209,6 +246,7 @@ def test_faces_cut_by_or_outside_the_border(data_300w: Path, model_dir: Path) ->
     )
     frame = est.estimate(image, 0, boxes=boxes)
     assert [f.cut_by_border for f in frame.faces] == [True]
+    assert (frame.faces_detected, frame.faces_too_small, frame.faces_tracked) == (3, 1, 1)
     for reason in ("face_outside_image", "invalid_box", "face_too_small"):
         assert est.counters[f"event:{reason}"] == 1, reason
 
@@ -312,7 +350,7 @@ def test_any_input_gives_a_result_or_a_counted_skip(
         assert grown == {f"skip:{frame.skip_reason}": 1}
         return
     assert grown.pop("frames_with_faces" if frame.faces else "frames_without_faces") == 1
-    assert grown.pop("faces", 0) == len(frame.faces)
+    assert grown.pop("faces_published", 0) == len(frame.faces)
     for face in frame.faces:
         assert np.all(np.isfinite(face.landmarks)) and 0.0 <= face.attention <= 1.0
     # Every event the frame reports is counted under its reason, and only those are.
@@ -323,7 +361,8 @@ def test_any_input_gives_a_result_or_a_counted_skip(
     }
     assert events.keys() == reported.keys()
     assert all(events[reason] >= n for reason, n in reported.items())
-    assert set(grown) - {f"event:{r}" for r in events} <= {"detector_runs", "recrops"}
+    bookkeeping = {"recrops", *(c for c in DETECTION_COUNTERS if not c.startswith("event:"))}
+    assert set(grown) - {f"event:{r}" for r in events} <= bookkeeping
 
 
 def test_a_sudden_zoom_is_recropped_in_the_same_frame(
@@ -345,3 +384,202 @@ def test_a_sudden_zoom_is_recropped_in_the_same_frame(
         landmark_normaliser(expected[None], "interocular"),
     )
     assert error[0] < 0.15
+
+
+# --------------------------------------------------------------------------- detection paths
+class GatedDetector(FaceDetector):
+    """The real MediaPipe detector behind a gate: every run waits until the test opens it."""
+
+    def __init__(self) -> None:
+        self.inner = MediaPipeFaceDetector(DetectorConfig())
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.entered.set()
+        if not self.gate.wait(timeout=120):
+            raise RuntimeError("the test never opened the gate")
+        return self.inner.detect(image_bgr)
+
+    def close(self) -> None:
+        self.gate.set()
+        self.inner.close()
+
+
+def asynchronous_estimator(folder: Path, detector: FaceDetector) -> HeadPoseEstimator:
+    config = config_from_flat(
+        {
+            "inference.model_dir": str(folder),
+            "inference.device": "cpu",
+            "inference.threads": 1,
+            "tracking.deterministic_ids": True,
+            "detector.asynchronous": True,
+        }
+    )
+    return HeadPoseEstimator(config, detector=detector)
+
+
+def wait_until_idle(est: HeadPoseEstimator) -> None:
+    for _ in range(12_000):  # bounded: a run that never ends fails the test instead of hanging
+        if not est.detection_pending:
+            return
+        time.sleep(0.01)
+    pytest.fail("the detector run never finished")
+
+
+def test_no_frame_waits_for_the_asynchronous_detector(data_300w: Path, model_dir: Path) -> None:
+    detector = GatedDetector()
+    est = asynchronous_estimator(model_dir, detector)
+    image, points = helen(data_300w, 1)[0]
+    first = est.estimate(image, 0)  # hands the frame to the detector thread and goes on
+    assert detector.entered.wait(timeout=120) and est.detection_pending
+    later = [est.estimate(image, i * FRAME_NS) for i in range(1, 6)]
+    # Six frames finished while the run was still blocked: none of them waited for it.
+    assert not detector.gate.is_set() and est.detection_pending
+    assert all(not f.detector_ran and not f.faces for f in [first, *later])
+    assert est.counters["detector_runs"] == 0
+    detector.gate.set()
+    wait_until_idle(est)
+    merged = est.estimate(image, 6 * FRAME_NS)  # the first frame after the run merges it
+    assert merged.detector_ran and merged.faces_detected >= 1 and merged.faces
+    x0, y0, x1, y1 = merged.faces[0].box
+    cx, cy = points.mean(axis=0)
+    assert x0 < cx < x1 and y0 < cy < y1
+    assert est.counters["detector_runs"] == 1
+    est.close()
+
+
+def test_a_run_of_an_old_stream_is_dropped(data_300w: Path, model_dir: Path) -> None:
+    detector = GatedDetector()
+    est = asynchronous_estimator(model_dir, detector)
+    image, _ = helen(data_300w, 1)[0]
+    est.estimate(image, 0)
+    assert detector.entered.wait(timeout=120)
+    est.reset()  # a new, unrelated sequence starts while the run is in flight
+    detector.gate.set()
+    wait_until_idle(est)
+    frame = est.estimate(image, FRAME_NS)
+    assert not frame.detector_ran and not frame.faces
+    assert est.counters["detector_runs_stale"] == 1 and est.counters["detector_runs"] == 0
+    est.close()
+
+
+def test_synchronous_detection_runs_in_its_frame_and_replays_identically(
+    data_300w: Path, model_dir: Path
+) -> None:
+    image, _ = helen(data_300w, 1)[0]
+    frames = [np.roll(image, 3 * i, axis=1) for i in range(9)]
+
+    def replay() -> tuple[list, dict]:
+        est = estimator(model_dir, **{"detector.interval_frames": 4})
+        out = []
+        for i, frame in enumerate(frames):
+            result = est.estimate(frame, i * FRAME_NS)
+            out.append(
+                (
+                    result.detector_ran,
+                    result.faces_detected,
+                    result.faces_tracked,
+                    [(f.track_id, f.box, f.yaw, f.landmarks.tobytes()) for f in result.faces],
+                )
+            )
+        est.close()
+        return out, dict(est.counters)
+
+    first, counters = replay()
+    assert (first, counters) == replay()
+    # A due run happens inside the frame that needs it: frame 0, then every 4th frame.
+    assert [ran for ran, *_ in first] == [i % 4 == 0 for i in range(9)]
+    assert counters["detector_runs"] == 3 and counters["faces_published"] >= 9
+
+
+class FirstRunOnly(FaceDetector):
+    """A detector that sees the face once and then never again (as on a head turned away)."""
+
+    def __init__(self, box: tuple[float, float, float, float], score: float = 0.9) -> None:
+        self.box, self.score, self.calls = box, score, 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        return [Detection(box=self.box, score=self.score)] if self.calls == 1 else []
+
+
+def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
+    """A face turned beyond 75 degrees, 360 px high, that the shipped network sees clearly."""
+    folder = shared_dir / "data" / "aflw_crops"
+    if not (folder / "labels.json").is_file():
+        pytest.skip(f"needs the AFLW crops at {folder}")
+    runner = FaceBatchRunner(config_from_flat({"inference.device": "cpu"}).inference)
+    for entry in json.loads((folder / "labels.json").read_text()):
+        if abs(entry["yaw_deg"]) < 75:
+            continue
+        frame = np.full((480, 480, 3), 90, np.uint8)
+        frame[60:420, 60:420] = cv2.resize(cv2.imread(str(folder / entry["image"])), (360, 360))
+        points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 60.0
+        box = (*points.min(axis=0), *points.max(axis=0))
+        crop = face_crop(np.array(box), (480, 480), runner.manifest.crop_margin, 128)
+        if runner.run(frame, [crop], lambda stage: None).presence[0] >= CLEAR_FACE_PRESENCE:
+            return frame, box
+    pytest.fail("no AFLW profile is clear to the network")
+
+
+def tracked_ids(folder: Path, frames: list[np.ndarray], box: tuple) -> list[list[str]]:
+    est = HeadPoseEstimator(
+        config_from_flat(
+            {
+                "inference.model_dir": str(folder),
+                "inference.device": "cpu",
+                "tracking.deterministic_ids": True,
+                "detector.asynchronous": False,
+                "detector.interval_frames": 1,  # the detector runs, and misses, every frame
+            }
+        ),
+        detector=FirstRunOnly(box),
+    )
+    return [
+        [f.track_id for f in est.estimate(image, i * FRAME_NS).faces]
+        for i, image in enumerate(frames)
+    ]
+
+
+def test_landmarks_hold_a_track_the_detector_misses_until_the_face_goes(
+    shared_dir: Path, data_300w: Path, trained_model_dir: Path
+) -> None:
+    profile, box = clear_aflw_profile(shared_dir)
+    ids = tracked_ids(trained_model_dir, [profile] * 8, box)
+    assert ids == [["1"]] * 8, ids  # the landmarks of the turned head carry the track
+    frontal, points = helen(data_300w, 1)[0]
+    empty = cv2.GaussianBlur(frontal, (0, 0), 25)  # the person left: no face in the crop
+    ids = tracked_ids(
+        trained_model_dir, [frontal] * 6 + [empty] * 4, (*points.min(axis=0), *points.max(axis=0))
+    )
+    assert ids[:6] == [["1"]] * 6 and ids[-1] == [], ids
+
+
+def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
+    data_300w: Path, trained_model_dir: Path
+) -> None:
+    image, points = helen(data_300w, 1)[0]
+    face_box = (*points.min(axis=0), *points.max(axis=0))
+    wall = cv2.GaussianBlur(image, (0, 0), 25)  # the same colours, no face
+
+    def first_frame(frame: np.ndarray, score: float) -> tuple[list, int]:
+        est = HeadPoseEstimator(
+            config_from_flat(
+                {
+                    "inference.model_dir": str(trained_model_dir),
+                    "inference.device": "cpu",
+                    "detector.asynchronous": False,
+                }
+            ),
+            detector=FirstRunOnly(face_box, score),
+        )
+        result = est.estimate(frame, 0)
+        return result.faces, est.counters["event:not_a_face"]
+
+    faces, dropped = first_frame(wall, 0.55)
+    assert faces == [] and dropped == 1  # a weak detection on a blank wall: no face
+    faces, dropped = first_frame(image, 0.55)
+    assert len(faces) == 1 and dropped == 0  # a weak detection the network confirms
+    faces, dropped = first_frame(wall, 0.95)
+    assert len(faces) == 1 and dropped == 0  # a confident detection is kept for its frame

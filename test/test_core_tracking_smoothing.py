@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from headpose_ros.core.config import TrackingConfig
+from headpose_ros.core.config import SmoothingConfig, TrackingConfig
 from headpose_ros.core.detection import Detection, detections_from_boxes
-from headpose_ros.core.smoothing import OneEuroFilter
+from headpose_ros.core.geometry import euler_to_matrix, matrix_to_euler
+from headpose_ros.core.smoothing import OneEuroFilter, PoseSmoother, RotationOneEuroFilter
 from headpose_ros.core.tracking import FaceTracker, box_iou
 
 
@@ -93,7 +95,7 @@ def test_external_boxes_are_validated() -> None:
 
 
 def run_filter(values: np.ndarray, stamps_ns: np.ndarray) -> np.ndarray:
-    filt = OneEuroFilter(min_cutoff_hz=1.0, beta=0.1, angle_mask=np.array([True, False]))
+    filt = OneEuroFilter(min_cutoff_hz=1.0, beta=0.1)
     return np.stack([filt(int(t), v) for t, v in zip(stamps_ns, values, strict=True)])
 
 
@@ -109,13 +111,67 @@ def test_one_euro_is_deterministic_and_timestamp_driven() -> None:
     assert np.std(np.diff(first[:, 1])) < 0.5 * np.std(np.diff(values[:, 1]))
 
 
-def test_one_euro_restarts_and_wraps_angles() -> None:
-    filt = OneEuroFilter(angle_mask=np.array([True]))
-    filt(0, np.array([np.pi - 0.05]))
-    out = filt(33_000_000, np.array([-np.pi + 0.05]))  # crossed +-180 degrees
-    assert abs(abs(out[0]) - np.pi) < 0.06
-    assert filt(33_000_000, np.array([0.0]))[0] == out[0]  # repeated stamp: unchanged
-    assert filt(10, np.array([1.0]))[0] == 1.0  # time went backwards: restart
+def test_one_euro_restarts() -> None:
+    filt = OneEuroFilter()
+    out = filt(33_000_000, np.array([1.0, 2.0]))
+    assert filt(33_000_000, np.array([5.0, 5.0])).tolist() == out.tolist()  # repeated stamp
+    assert filt(10, np.array([3.0, 4.0])).tolist() == [3.0, 4.0]  # time went backwards
+    assert filt(20, np.array([7.0])).tolist() == [7.0]  # another shape: a new signal
+    moved = filt(40, np.array([np.nan]))
+    assert np.isnan(moved[0]) and filt(60, np.array([1.0])).tolist() == [1.0]  # NaN restarts
+
+
+def rotation_angle(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.arccos(np.clip((np.trace(a.T @ b) - 1.0) / 2.0, -1.0, 1.0)))
+
+
+def test_rotation_filter_steps_through_half_a_turn_of_yaw() -> None:
+    filt = RotationOneEuroFilter()
+    before, after = (
+        euler_to_matrix(np.pi - 0.05, 0.1, 0.0),
+        euler_to_matrix(-np.pi + 0.05, 0.1, 0.0),
+    )
+    filt(0, before)
+    out = filt(33_000_000, after)  # crossed +-180 degrees of yaw: a 0.1 rad turn
+    assert rotation_angle(out, before) < 0.1 and rotation_angle(out, after) < 0.1
+    assert abs(abs(matrix_to_euler(out)[0]) - np.pi) < 0.06  # not smoothed through yaw 0
+    np.testing.assert_allclose(out @ out.T, np.eye(3), atol=1e-12)
+    assert np.array_equal(filt(33_000_000, np.eye(3)), out)  # repeated stamp: unchanged
+    np.testing.assert_array_equal(filt(10, after), after)  # time went backwards: restart
+
+
+def test_rotation_filter_smooths_jitter_and_holds_a_still_head() -> None:
+    rng = np.random.default_rng(5)
+    truth = euler_to_matrix(0.4, -0.3, 0.2)
+    filt = RotationOneEuroFilter(min_cutoff_hz=1.0, beta=0.05)
+    raw_error, smooth_error = [], []
+    for frame in range(120):
+        noise, _ = cv2.Rodrigues(rng.normal(0.0, 0.03, 3))
+        sample = truth @ noise
+        out = filt(frame * 33_333_333, sample)
+        if frame >= 30:
+            raw_error.append(rotation_angle(sample, truth))
+            smooth_error.append(rotation_angle(out, truth))
+    assert np.mean(smooth_error) < 0.5 * np.mean(raw_error)
+    still = RotationOneEuroFilter()
+    for frame in range(5):
+        np.testing.assert_allclose(still(frame * 33_333_333, truth), truth, atol=1e-12)
+
+
+def test_pose_smoother_is_deterministic_and_keeps_missing_landmarks_missing() -> None:
+    def run(landmarks: np.ndarray | None) -> list[tuple]:
+        smoother = PoseSmoother(SmoothingConfig(enabled=True))
+        out = []
+        for frame in range(10):
+            rotation = euler_to_matrix(0.05 * frame, 0.0, 0.0)
+            points = None if landmarks is None else landmarks + frame
+            smoothed = smoother(frame * 33_333_333, rotation, np.array([0.0, 0.0, 1.0]), points)
+            out.append(tuple(None if v is None else v.tobytes() for v in smoothed))
+        return out
+
+    points = np.arange(136, dtype=np.float64).reshape(68, 2)
+    assert run(points) == run(points)
+    assert all(frame[2] is None for frame in run(None))
 
 
 def test_detections_reanchor_only_drifted_tracks() -> None:

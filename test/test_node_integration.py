@@ -281,11 +281,11 @@ def trained_node(tmp_path: Path, trained_model_dir: Path, ros_context):
 
 
 def steady_face(probe: Probe, image: np.ndarray, first_second: int):
-    """The largest face after three identical frames: the tracker has settled on this image."""
+    """The most confident face after three identical frames: the tracker has settled on it."""
     for index in range(3):
         faces = probe.send_and_wait(image_message(image, (first_second + index) * SECOND)).faces
     assert faces
-    return max(faces, key=lambda face: face.box.size_x * face.box.size_y)
+    return max(faces, key=lambda face: face.detection_score)
 
 
 def most_turned_test_face(data_300w: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ pytest.importorskip("headpose_msgs.msg", reason="headpose_msgs is not built (scr
 SETTINGS = {
     "inference.threads": 1,
     "tracking.deterministic_ids": True,
+    "detector.asynchronous": False,
 }
 FRAMES = 8
 

@@ -72,6 +72,11 @@ def test_folder_run_accounts_for_every_image(
     }
     assert summary["landmark_nme_interocular"]["faces"] == 4
     assert "p50" in summary["latency_ms"]["mnn"]
+    # What detection did, summed over the run: one synchronous run per unrelated image.
+    counters = summary["estimator_counters"]
+    published = sum(len(r["faces"]) for r in good)
+    assert counters["detector_runs"] == 4 and counters["faces_published"] == published
+    assert counters["faces_detected"] >= published and counters["faces_tracked"] >= published
     assert (out / "timeline.png").stat().st_size > 10_000
 
 

@@ -76,23 +76,45 @@ class DetectorConfig:
         choices=("mediapipe", "external"),
     )
     model_selection: int = setting(
-        1,
-        "MediaPipe model: 1 = full range (faces up to about 5 m, 192 px input; 97.9% recall on "
-        "300-W helen_test, 12 ms), the default for robots whose people stand metres away; "
-        "0 = short range (within about 2 m, 128 px input; 100% on helen_test, 4 ms, but it "
-        "misses faces smaller than about 80 px).",
+        0,
+        "MediaPipe model: 0 = short range (128 px input), the one that finds turned heads: "
+        "run on the tile pyramid it finds 99-100% of the faces with |yaw| < 60 degrees and "
+        "97.5% of the profiles in benchmarks/bench_detectors.py; 1 = full range (192 px "
+        "input), which misses most faces turned beyond 30 degrees at any scale.",
         low=0,
         high=1,
     )
+    smallest_face_px: float = setting(
+        40.0,
+        "Smallest face (landmark-box height, pixels) the detector searches for: below the "
+        "whole frame it also runs on square tiles down to 2.75 times this side (0 = whole "
+        "frame only). Each halving roughly quadruples the detector's time (it runs off the "
+        "tracking thread when detector.asynchronous is true).",
+        low=0.0,
+        high=4096.0,
+    )
     min_score: float = setting(
-        0.5, "Detections below this confidence are ignored.", low=0.0, high=1.0
+        0.5,
+        "Detections below this confidence are ignored (MediaPipe itself reports none below "
+        "0.5). 0.6 drops three quarters of the tile pyramid's false positives but also 3% of "
+        "the faces turned beyond 60 degrees and 4% of the far ones.",
+        low=0.0,
+        high=1.0,
     )
     interval_frames: int = setting(
         10,
-        "While every face is tracked, run the detector only every this many frames (1 = every "
-        "frame); it also runs whenever a track is lost or there is no track.",
+        "While every face is tracked, start the detector only every this many frames (1 = "
+        "every frame); it also starts whenever a track is lost or there is no track.",
         low=1,
         high=1000,
+    )
+    asynchronous: bool = setting(
+        True,
+        "Run the detector on its own thread: a frame hands it a copy of the image when a run "
+        "is due and the thread is idle, never waits for it, and the faces it finds join "
+        "tracking at the first frame after it finishes. false = run it inside the frame that "
+        "needs it (deterministic: replays and offline runs give identical results; the "
+        "offline tools use this).",
     )
     min_face_px: float = setting(
         16.0,
@@ -101,9 +123,10 @@ class DetectorConfig:
         high=4096.0,
     )
     max_faces: int = setting(
-        10,
+        16,
         "At most this many faces are processed per frame (highest detector score first); the "
-        "rest are counted as skipped 'too_many_faces'.",
+        "rest are counted as skipped 'too_many_faces'. 16 holds a group of twelve people "
+        "with room for newcomers.",
         low=1,
         high=64,
     )

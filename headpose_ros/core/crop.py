@@ -22,6 +22,7 @@ __all__ = [
     "apply_affine",
     "crop_affine",
     "crop_image",
+    "crop_images",
     "invert_affine",
     "square_box_from_face_box",
     "square_box_from_landmarks",
@@ -123,7 +124,10 @@ def apply_affine(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
 
 
 def crop_image(
-    image_bgr: np.ndarray, affine: np.ndarray, out_size: int, border_mode: int = cv2.BORDER_CONSTANT
+    image_bgr: np.ndarray,
+    affine: np.ndarray,
+    out_size: int,
+    border_mode: int = cv2.BORDER_CONSTANT,
 ) -> np.ndarray:
     """Warp the crop out of the image; parts outside the image are black.
 
@@ -135,14 +139,32 @@ def crop_image(
         raise ValueError(
             f"expected an HxWx3 uint8 BGR image, got {image_bgr.shape} {image_bgr.dtype}"
         )
-    return cv2.warpAffine(
-        image_bgr,
-        affine,
-        (out_size, out_size),
-        flags=cv2.INTER_LINEAR,
-        borderMode=border_mode,
-        borderValue=(0, 0, 0),
-    )
+    return crop_images(image_bgr, [affine], out_size, border_mode)[0]
+
+
+def crop_images(
+    image_bgr: np.ndarray,
+    affines: list[np.ndarray],
+    out_size: int,
+    border_mode: int = cv2.BORDER_CONSTANT,
+) -> np.ndarray:
+    """Every face's crop of one frame, ``(N, out_size, out_size, 3)``, as :func:`crop_image`.
+
+    The frame is not checked again here: the estimator validates each frame once, on entry
+    (``image_codec.prepare_image``), and crops all its faces from it.
+    """
+    crops = np.empty((len(affines), out_size, out_size, 3), dtype=np.uint8)
+    for crop, affine in zip(crops, affines, strict=True):
+        cv2.warpAffine(
+            image_bgr,
+            affine,
+            (out_size, out_size),
+            dst=crop,
+            flags=cv2.INTER_LINEAR,
+            borderMode=border_mode,
+            borderValue=(0, 0, 0),
+        )
+    return crops
 
 
 def to_network_input(crops_bgr: np.ndarray, normalisation: Normalisation) -> np.ndarray:

@@ -13,6 +13,8 @@ convention to that one (see :data:`MEDIAPIPE_TO_LANDMARK_BOX`).
 from __future__ import annotations
 
 import abc
+import os
+from collections.abc import Generator
 from dataclasses import dataclass
 
 import cv2
@@ -28,6 +30,10 @@ __all__ = [
     "MediaPipeFaceDetector",
     "create_detector",
     "detections_from_boxes",
+    "external_detections",
+    "filter_detections",
+    "merge_detections",
+    "tile_pyramid",
 ]
 
 
@@ -73,8 +79,27 @@ MEDIAPIPE_TO_LANDMARK_BOX = {
 }
 
 
+#: Tile side as a multiple of the face height it is meant for: BlazeFace short-range finds
+#: the most faces, frontal to profile, at 2.5-3 face heights per input (measured on AFLW).
+TILE_FACE_RATIO = 2.75
+#: Ratio between the tile sides of neighbouring pyramid levels.
+TILE_STEP = 1.6
+#: Neighbouring tiles of a level lie at most this share of a tile apart, so a face up to
+#: (1 - TILE_STRIDE) of a tile lies whole in one of them; a larger one lies whole in a tile of
+#: the next larger level. Half a tile apart found no more faces and cost 1.8 times as much.
+TILE_STRIDE = 0.7
+#: Two detections are one face above this IoU, or when this share of the smaller lies in
+#: the other.
+MERGE_IOU = 0.3
+MERGE_CONTAINMENT = 0.6
+#: Over a tile pyramid, a face only one region (the whole image or one tile) saw needs this
+#: score: on AFLW scenes and helen_test 80% of the pyramid's false positives are such single
+#: views, 2% of the real faces (measured with benchmarks/bench_detectors.py).
+SINGLE_VIEW_MIN_SCORE = 0.6
 #: External box coordinates beyond this (pixels) are corrupt, not faces.
 _MAX_COORDINATE = 1e6
+#: Share of a face box that must lie inside the image for the face to be processed.
+MIN_INSIDE_FRACTION = 0.25
 
 
 class FaceDetector(abc.ABC):
@@ -87,13 +112,38 @@ class FaceDetector(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most detectors hold nothing
         """Release native resources (graphs, threads)."""
 
+    def native_threads(self) -> set[int]:
+        """Ids of the OS threads the detector computes on besides its caller's (if known).
+
+        Run in the background, those threads get a lower priority than tracking.
+        """
+        return set()
+
+    def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
+        """Detect as :meth:`detect` does, pausing (``yield``) between pieces of the work.
+
+        A caller running the detector in the background resumes it only while the CPU is not
+        needed for tracking; a detector that cannot be split does its work in one piece.
+        """
+        detections = self.detect(image_bgr)
+        yield from ()
+        return detections
+
 
 class MediaPipeFaceDetector(FaceDetector):
-    """MediaPipe 0.10.14 BlazeFace through its legacy ``solutions`` API (runs offline).
+    """MediaPipe 0.10.14 BlazeFace (legacy ``solutions`` API, offline) over a tile pyramid.
 
-    Chosen for the measured 100% recall on the annotated faces of helen_test and afw at about
-    2 ms per 480x480 image on 2 CPU cores (issue 5); its model ships inside the wheel, so
-    nothing is downloaded at run time.
+    BlazeFace finds a face reliably only when the face fills a fair share of the model's
+    input: short-range (128 px input) finds 99-100% of real faces with |yaw| < 30 degrees and
+    96% of those turned beyond 60 degrees when the input is 2.5 face heights across, but
+    only 66% of the profiles 96 px high in a whole 640x480 frame
+    (``benchmarks/bench_detectors.py``). So the model runs on the whole frame and then on
+    square tiles of shrinking sides (a factor :data:`TILE_STEP` apart, overlapping so that
+    every face lies whole in a tile of about its level) down to tiles
+    :data:`TILE_FACE_RATIO` times ``smallest_face_px``. Detections cut by an inner tile
+    edge are dropped (the neighbouring tile holds that face whole), and the rest are merged
+    by overlap, best score first. Its models ship inside the wheel: nothing is downloaded at
+    run time.
     """
 
     def __init__(self, config: DetectorConfig) -> None:
@@ -107,27 +157,151 @@ class MediaPipeFaceDetector(FaceDetector):
             ) from error
 
         self._calibration = MEDIAPIPE_TO_LANDMARK_BOX[config.model_selection]
+        self._smallest_face_px = config.smallest_face_px
+        # The graph's own threshold does not follow min_detection_confidence below its
+        # built-in 0.5 or above it (measured), so the setting is applied here as well.
+        self._min_score = config.min_score
+        before = _thread_ids()
         self._graph = face_detection.FaceDetection(
             model_selection=config.model_selection, min_detection_confidence=config.min_score
         )
+        # The graph runs its model on threads of its own, started with it.
+        self._threads = _thread_ids() - before
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        """Run BlazeFace on the RGB image and map its relative boxes to landmark boxes."""
-        height, width = image_bgr.shape[:2]
+        """Run BlazeFace on the whole image and every tile; merge into landmark boxes."""
+        steps = self.detect_in_steps(image_bgr)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as finished:
+                return finished.value
+
+    def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
+        """Detect region by region, pausing after each (one BlazeFace run, 1-3 ms)."""
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
-        result = self._graph.process(rgb)
-        detections: list[Detection] = []
+        height, width = rgb.shape[:2]
+        found: list[Detection] = []
+        regions = tile_pyramid(width, height, self._smallest_face_px)
+        for x0, y0, x1, y1 in regions:
+            found += self._detect_tile(rgb, x0, y0, x1, y1, (x1 - x0, y1 - y0) != (width, height))
+            yield
+        return merge_detections(found, SINGLE_VIEW_MIN_SCORE if len(regions) > 1 else 0.0)
+
+    def _detect_tile(
+        self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, is_tile: bool
+    ) -> list[Detection]:
+        """Detect in one region (image pixels); on a tile, drop faces cut by an inner edge."""
+        result = self._graph.process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+        width, height = x1 - x0, y1 - y0
+        image_height, image_width = rgb.shape[:2]
+        kept = []
         for found in result.detections or []:
+            if found.score[0] < self._min_score:
+                continue
             rel = found.location_data.relative_bounding_box
-            x0, y0 = rel.xmin * width, rel.ymin * height
-            box = self._calibration.apply(x0, y0, x0 + rel.width * width, y0 + rel.height * height)
-            detections.append(Detection(box=box, score=float(found.score[0])))
-        detections.sort(key=lambda d: -d.score)
-        return detections
+            bx0, by0 = x0 + rel.xmin * width, y0 + rel.ymin * height
+            bx1, by1 = bx0 + rel.width * width, by0 + rel.height * height
+            cut = is_tile and (
+                (bx0 < x0 and x0 > 0)
+                or (by0 < y0 and y0 > 0)
+                or (bx1 > x1 and x1 < image_width)
+                or (by1 > y1 and y1 < image_height)
+            )
+            if not cut:
+                box = self._calibration.apply(bx0, by0, bx1, by1)
+                kept.append(Detection(box=box, score=float(found.score[0])))
+        return kept
+
+    def native_threads(self) -> set[int]:
+        """Return the MediaPipe graph's own threads (Linux; empty elsewhere)."""
+        return set(self._threads)
 
     def close(self) -> None:
         """Close the MediaPipe graph and its worker threads."""
         self._graph.close()
+
+
+def _thread_ids() -> set[int]:
+    """Ids of this process's OS threads, from /proc (empty where there is none)."""
+    try:
+        return {int(name) for name in os.listdir(f"/proc/{os.getpid()}/task")}
+    except OSError:
+        return set()
+
+
+def tile_pyramid(
+    width: int, height: int, smallest_face_px: float
+) -> list[tuple[int, int, int, int]]:
+    """List the regions to detect in: the whole image, then square tiles down a pyramid.
+
+    Tile sides shrink by :data:`TILE_STEP` per level from the image's longer side (capped at
+    the shorter one) down to :data:`TILE_FACE_RATIO` x ``smallest_face_px`` (0: the whole
+    image only); neighbouring tiles of a level lie at most :data:`TILE_STRIDE` of a tile
+    apart, spread evenly from edge to edge. Regions are ``(x0, y0, x1, y1)`` pixels.
+    """
+    regions = [(0, 0, width, height)]
+    if smallest_face_px <= 0:
+        return regions
+    smallest = max(TILE_FACE_RATIO * smallest_face_px, 16.0)
+    sides: list[float] = []
+    side = max(width, height) / TILE_STEP
+    while side > smallest * TILE_STEP**0.5:
+        sides.append(min(side, min(width, height)))
+        side /= TILE_STEP
+    sides.append(smallest)
+    for tile in dict.fromkeys(int(round(side)) for side in sides):
+        if tile >= max(width, height):
+            continue
+        for y in _tile_starts(height, tile):
+            for x in _tile_starts(width, tile):
+                regions.append((x, y, min(x + tile, width), min(y + tile, height)))
+    return regions
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    """Tile origins along one axis, evenly spread, the first and the last at the edges."""
+    if tile >= length:
+        return [0]
+    count = int(np.ceil((length - tile) / (TILE_STRIDE * tile))) + 1
+    return [int(round(v)) for v in np.linspace(0, length - tile, count)]
+
+
+def merge_detections(
+    detections: list[Detection], single_view_min_score: float = 0.0
+) -> list[Detection]:
+    """One detection per face: best score first, dropping any that overlaps a kept one.
+
+    Two boxes are one face when their IoU exceeds :data:`MERGE_IOU` or the smaller lies
+    mostly (:data:`MERGE_CONTAINMENT`) inside the other: the same face seen in two tiles or
+    at two levels, or a part of a face seen as a face. A face seen only once is kept from
+    ``single_view_min_score``: over a tile pyramid a real face is usually found by several
+    overlapping tiles and levels, a face-like texture by one.
+    """
+    kept: list[Detection] = []
+    views: list[int] = []
+    for detection in sorted(detections, key=lambda d: -d.score):
+        box = np.asarray(detection.box)
+        twin = next((i for i, k in enumerate(kept) if _same_face(box, np.asarray(k.box))), None)
+        if twin is None:
+            kept.append(detection)
+            views.append(1)
+        else:
+            views[twin] += 1
+    return [
+        detection
+        for detection, seen in zip(kept, views, strict=True)
+        if seen > 1 or detection.score >= single_view_min_score
+    ]
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area_a, area_b = (a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1])
+    union = area_a + area_b - inter
+    return inter > MERGE_IOU * union or inter > MERGE_CONTAINMENT * min(area_a, area_b)
 
 
 def detections_from_boxes(
@@ -161,6 +335,45 @@ def detections_from_boxes(
     ]
     detections.sort(key=lambda d: -d.score)
     return detections, int((~good).sum())
+
+
+def external_detections(
+    boxes: np.ndarray, scores: np.ndarray | None
+) -> tuple[list[Detection], int, str]:
+    """Boxes from the caller as detections, never raising: ``(kept, rejected, why)``.
+
+    A malformed array rejects all its boxes (counted as ``N // 4``, at least one), bad rows
+    only themselves; ``why`` is empty when nothing was rejected.
+    """
+    try:
+        detections, bad = detections_from_boxes(boxes, scores)
+    except ValueError as error:
+        return [], max(1, int(np.size(boxes) // 4)), str(error)
+    return detections, bad, f"{bad} external box(es) non-finite or empty" if bad else ""
+
+
+def filter_detections(
+    detections: list[Detection], width: int, height: int, min_face_px: float
+) -> tuple[list[Detection], list[tuple[str, str]]]:
+    """Keep the faces worth a crop; say why each other one was dropped.
+
+    Returns the kept detections and ``(reason, detail)`` per dropped one: ``face_too_small``
+    (shorter side below ``min_face_px``: too few pixels for landmarks) or
+    ``face_outside_image`` (less than :data:`MIN_INSIDE_FRACTION` of the box in the image).
+    """
+    kept: list[Detection] = []
+    dropped: list[tuple[str, str]] = []
+    for detection in detections:
+        x0, y0, x1, y1 = detection.box
+        if min(x1 - x0, y1 - y0) < min_face_px:
+            dropped.append(("face_too_small", f"{x1 - x0:.0f}x{y1 - y0:.0f} px"))
+            continue
+        inside = max(0.0, min(x1, width) - max(x0, 0.0)) * max(0.0, min(y1, height) - max(y0, 0.0))
+        if inside < MIN_INSIDE_FRACTION * (x1 - x0) * (y1 - y0):
+            dropped.append(("face_outside_image", f"box {tuple(round(v) for v in detection.box)}"))
+            continue
+        kept.append(detection)
+    return kept, dropped
 
 
 def create_detector(config: DetectorConfig) -> FaceDetector | None:

@@ -25,6 +25,7 @@ __all__ = [
     "declared_image_size",
     "decode_compressed_image",
     "decode_raw_image",
+    "prepare_image",
 ]
 
 #: Largest image decoded by default, in pixels (setting ``max_image_pixels``): room for 20 MP
@@ -288,3 +289,37 @@ _HEADER_READERS = (
     (b"II*\x00", _tiff_size),
     (b"MM\x00*", _tiff_size),
 )
+
+
+def prepare_image(image: object, min_side: int) -> tuple[np.ndarray | None, str | None, str]:
+    """Validate and normalise an estimator's input frame to contiguous HxWx3 uint8 BGR.
+
+    Accepts grey (HxW or HxWx1), BGR and BGRA uint8 arrays with any strides. Returns
+    ``(image, None, "")`` or ``(None, reason, detail)`` with reason ``unsupported_image``,
+    ``empty_image`` or ``image_too_small``: the estimator counts a skip instead of raising,
+    because one bad frame must not stop a stream. This is the frame's one check: the crops
+    (``crop.crop_images``) rely on it.
+    """
+    if not isinstance(image, np.ndarray):
+        return None, "unsupported_image", f"expected a numpy array, got {type(image).__name__}"
+    if image.dtype != np.uint8:
+        return None, "unsupported_image", f"expected uint8 pixels, got {image.dtype}"
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        return (
+            None,
+            "unsupported_image",
+            f"expected HxW, HxWx1, HxWx3 or HxWx4, got shape {image.shape}",
+        )
+    if image.size == 0:
+        return None, "empty_image", f"image has zero size {image.shape}"
+    if min(image.shape[:2]) < min_side:
+        return (
+            None,
+            "image_too_small",
+            f"image {image.shape[1]}x{image.shape[0]} is below {min_side} px",
+        )
+    if image.ndim == 2 or image.shape[2] == 1:
+        image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[:, :, :3]
+    return np.ascontiguousarray(image), None, ""

@@ -21,14 +21,19 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
-from headpose_ros.core.geometry import euler_to_matrix
+from headpose_ros.core.config import PoseConfig
+from headpose_ros.core.crop import apply_affine
+from headpose_ros.core.geometry import CROP_FOCAL_FACTOR, euler_to_matrix
 
 __all__ = [
     "DISTORTION_MODELS",
     "CameraModel",
+    "HeadPose",
     "IntrinsicsError",
     "MetricPose",
     "camera_from_intrinsics",
+    "estimate_head_pose",
+    "network_position",
     "nominal_camera",
     "orientation_from_network",
     "ray_rotation",
@@ -287,3 +292,106 @@ def nominal_camera(width: int, height: int) -> CameraModel:
     focal = float(max(width, height))
     matrix = np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
     return CameraModel(matrix=matrix, distortion=np.zeros(0), width=width, height=height)
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """One head's pose in the camera optical frame, as one frame's outputs give it.
+
+    The orientation is kept in its two factors so that smoothing can filter the network's
+    own estimate (``relative_rotation``, the head relative to facing the camera along its
+    viewing ray) and turn it onto this frame's ray afterwards. ``pnp_failure`` says why PnP
+    failed ("" when it was not tried or succeeded), for the caller to count.
+    """
+
+    relative_rotation: np.ndarray
+    ray_rotation: np.ndarray
+    position: np.ndarray
+    metric: bool
+    reprojection_error_px: float
+    note: str
+    pnp_failure: str = ""
+
+
+def estimate_head_pose(
+    pose_ed: np.ndarray,
+    origin_px: np.ndarray,
+    crop_to_image: np.ndarray,
+    crop_side: float,
+    crop_size: int,
+    landmarks: np.ndarray | None,
+    visibility: np.ndarray | None,
+    mean_face_m: np.ndarray,
+    camera: CameraModel | None,
+    bearing_camera: CameraModel,
+    settings: PoseConfig,
+) -> HeadPose:
+    """Orientation from ``p^ED`` on the viewing ray; position from PnP or the network.
+
+    ``origin_px`` is the head origin's pixel (between the eyes); ``crop_to_image`` maps crop
+    pixels to image pixels for a crop of ``crop_side`` image pixels and ``crop_size`` network
+    pixels. Without a camera the position is the unit bearing of ``bearing_camera``.
+    """
+    bearing = bearing_camera.bearing(origin_px)
+    relative, ray = orientation_from_network(pose_ed), ray_rotation(bearing)
+    position, metric, error = bearing, False, float("nan")
+    note, failure = "no camera intrinsics", ""
+    if camera is not None and landmarks is not None:
+        solved = solve_metric_pose(
+            landmarks,
+            visibility,
+            mean_face_m,
+            camera,
+            settings.visibility_threshold,
+            settings.min_pnp_points,
+        )
+        if isinstance(solved, MetricPose):
+            position, metric, error, note = (
+                solved.translation,
+                True,
+                solved.reprojection_error_px,
+                "pnp",
+            )
+        else:
+            failure, note = solved, f"pnp failed ({solved}); "
+    if camera is not None and not metric:
+        # Encoder-only mode, or PnP failed: the network's own translation still gives a
+        # metric position, less precise than PnP of visible landmarks.
+        fallback = network_position(pose_ed, crop_to_image, crop_side, crop_size, camera)
+        if fallback is not None:
+            position, metric = fallback, True
+            note = f"{note if landmarks is not None else ''}network translation"
+    return HeadPose(
+        relative_rotation=relative,
+        ray_rotation=ray,
+        position=np.asarray(position, dtype=np.float64),
+        metric=metric,
+        reprojection_error_px=error,
+        note=note,
+        pnp_failure=failure,
+    )
+
+
+def network_position(
+    pose_ed: np.ndarray,
+    crop_to_image: np.ndarray,
+    crop_side: float,
+    crop_size: int,
+    camera: CameraModel,
+) -> np.ndarray | None:
+    """Metric position from the network: the crop camera's translation seen by the camera.
+
+    The crop camera has focal ``1.5 * S`` crop pixels for a crop of ``side`` image pixels,
+    i.e. ``1.5 * side`` image pixels; the real camera's focal ``fx`` sees the same face at
+    depth ``tz * fx / (1.5 * side)``, along the ray through the head origin's pixel.
+    ``None`` when the translation puts the head behind the camera.
+    """
+    tx, ty, tz = pose_ed[3:6]
+    if not tz > 1e-6:
+        return None
+    focal = CROP_FOCAL_FACTOR * crop_size
+    crop_pixel = np.array([focal * tx / tz + crop_size / 2.0, focal * ty / tz + crop_size / 2.0])
+    image_pixel = apply_affine(crop_pixel, crop_to_image)
+    depth = tz * camera.matrix[0, 0] / (CROP_FOCAL_FACTOR * crop_side)
+    bearing = camera.bearing(image_pixel)
+    return bearing * depth / bearing[2]

@@ -193,14 +193,18 @@ class FaceTracker:
                 box = np.asarray(detection.box, dtype=np.float64)
                 self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
 
-    def update_from_landmarks(self, track: Track, landmarks: np.ndarray, reliable: bool) -> bool:
+    def update_from_landmarks(
+        self, track: Track, landmarks: np.ndarray, reliable: bool, detector_blind: bool = False
+    ) -> bool:
         """After the network ran on a track's crop: the next crop follows these landmarks.
 
         Reliable landmarks are evidence unless the detector ran this frame and did not see the
-        face: a network always outputs *some* face, so only the detector can tell that a face
-        has gone. Unreliable ones (low visibility: the face left or is covered; or a box size
-        jump beyond :data:`MAX_SCALE_CHANGE`) are no evidence and leave the box where it was;
-        the update returns whether the landmarks were accepted.
+        face: a network always outputs *some* face, so the detector can tell that a face has
+        gone, unless the caller knows better (``detector_blind``: the network sees a face so
+        clearly that the miss is the detector's, as on heads turned to profile). Unreliable
+        ones (low visibility or presence: the face left or is covered; or a box size jump
+        beyond :data:`MAX_SCALE_CHANGE`) are no evidence and leave the box where it was; the
+        update returns whether the landmarks were accepted.
         """
         finite = landmarks[np.all(np.isfinite(landmarks), axis=1)]
         box = (
@@ -217,8 +221,12 @@ class FaceTracker:
         track.landmarks = landmarks
         track.box = box
         track.source = "tracking" if track.source != "external" else "external"
-        track.evidence = track.evidence or not track.missed_by_detector
+        track.evidence = track.evidence or not track.missed_by_detector or detector_blind
         return True
+
+    def discard(self, track: Track) -> None:
+        """Forget a track at once (a detection found not to be a face)."""
+        self.tracks = [t for t in self.tracks if t is not track]
 
     def end_frame(self) -> bool:
         """Count hits and misses, confirm and drop tracks; True when a track was dropped."""

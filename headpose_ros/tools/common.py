@@ -27,7 +27,7 @@ from headpose_ros.core.metric_pose import (
     IntrinsicsError,
     camera_from_intrinsics,
 )
-from headpose_ros.core.pipeline import STAGES, FaceResult, FrameResult
+from headpose_ros.core.pipeline import DETECTION_COUNTERS, STAGES, FaceResult, FrameResult
 
 __all__ = [
     "CSV_FIELDS",
@@ -135,8 +135,8 @@ def add_estimator_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_arguments(args: argparse.Namespace) -> EstimatorConfig:
-    """Build settings: defaults (deterministic ids for reproducibility), file, then options."""
-    values: dict[str, Any] = {"tracking.deterministic_ids": True}
+    """Build settings: defaults (deterministic ids and detection: reproducible), file, options."""
+    values: dict[str, Any] = {"tracking.deterministic_ids": True, "detector.asynchronous": False}
     if args.config is not None:
         loaded = yaml.safe_load(args.config.read_text()) or {}
         if not isinstance(loaded, dict):
@@ -390,6 +390,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     total = summary["latency_ms"].get("total")
     if total:
         print(f"latency per frame: p50 {total['p50']:.2f} ms, p95 {total['p95']:.2f} ms")
+    counters = summary["estimator_counters"]
+    print("detection: " + ", ".join(f"{n} {counters.get(n, 0)}" for n in DETECTION_COUNTERS))
     events = {
         k: v for k, v in summary["estimator_counters"].items() if k.startswith(("event:", "skip:"))
     }

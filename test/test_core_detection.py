@@ -1,0 +1,215 @@
+"""Tile pyramid, merging of detections, external boxes and the detector's own thread."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headpose_ros.core.config import DetectorConfig
+from headpose_ros.core.detection import (
+    TILE_FACE_RATIO,
+    TILE_STRIDE,
+    Detection,
+    FaceDetector,
+    MediaPipeFaceDetector,
+    external_detections,
+    merge_detections,
+    tile_pyramid,
+)
+from headpose_ros.core.detection_schedule import (
+    BACKGROUND_NICENESS,
+    DetectionSchedule,
+    DetectionWorker,
+)
+from headpose_ros.core.tracking import box_iou
+from headpose_ros.tools.annotations import read_pts
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(64, 1920),
+    height=st.integers(64, 1080),
+    smallest=st.sampled_from([0.0, 24.0, 40.0, 64.0]),
+    data=st.data(),
+)
+def test_every_face_of_a_level_lies_whole_in_a_tile(
+    width: int, height: int, smallest: float, data: st.DataObject
+) -> None:
+    regions = tile_pyramid(width, height, smallest)
+    assert regions[0] == (0, 0, width, height)
+    assert all(0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height for x0, y0, x1, y1 in regions)
+    if smallest == 0:
+        assert len(regions) == 1
+        return
+    # A face up to (1 - stride) of the smallest tile fits whole in one of the tiles.
+    tile = max(TILE_FACE_RATIO * smallest, 16.0)
+    if tile >= min(width, height):
+        return  # no tile fits: the whole image is the only region
+    face = int((1.0 - TILE_STRIDE) * tile)
+    x = data.draw(st.integers(0, width - face))
+    y = data.draw(st.integers(0, height - face))
+    assert any(
+        x0 <= x and y0 <= y and x + face <= x1 and y + face <= y1 for x0, y0, x1, y1 in regions[1:]
+    )
+
+
+def test_merging_keeps_one_detection_per_face() -> None:
+    face = Detection(box=(100.0, 100.0, 160.0, 170.0), score=0.9)
+    same_in_next_tile = Detection(box=(102.0, 98.0, 161.0, 171.0), score=0.8)
+    part_of_it = Detection(box=(110.0, 105.0, 140.0, 140.0), score=0.95)
+    neighbour = Detection(box=(170.0, 100.0, 230.0, 170.0), score=0.6)
+    merged = merge_detections([same_in_next_tile, neighbour, face, part_of_it])
+    assert [d.score for d in merged] == [0.95, 0.6]  # best first; a face's twins dropped
+    # Over a pyramid a face seen once must be confident: the lone neighbour is dropped.
+    merged = merge_detections([same_in_next_tile, neighbour, face, part_of_it], 0.7)
+    assert [d.score for d in merged] == [0.95]
+
+
+def test_external_boxes_never_raise() -> None:
+    kept, bad, why = external_detections(np.zeros((2, 3)), None)
+    assert kept == [] and bad == 1 and "(N, 4)" in why
+    kept, bad, why = external_detections(np.array([[0, 0, 10, 10], [5, 5, 1, 1]], float), None)
+    assert len(kept) == 1 and bad == 1 and why
+
+
+def test_the_pyramid_finds_a_small_face_the_whole_frame_misses(data_300w: Path) -> None:
+    jpg = sorted((data_300w / "helen_test").glob("*.jpg"))[0]
+    points = read_pts(jpg.with_suffix(".pts"))
+    image = cv2.imread(str(jpg))
+    scale = 40.0 / np.ptp(points[:, 1])  # a face 40 px high (landmark box)
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), 120, np.uint8)
+    frame[300 : 300 + small.shape[0], 700 : 700 + small.shape[1]] = small
+    target = np.concatenate([points.min(axis=0), points.max(axis=0)]) * scale + [700, 300] * 2
+
+    def found(smallest: float) -> bool:
+        detector = MediaPipeFaceDetector(DetectorConfig(smallest_face_px=smallest))
+        boxes = [d.box for d in detector.detect(frame)]
+        detector.close()
+        return any(box_iou(np.asarray(b), target) >= 0.3 for b in boxes)
+
+    assert not found(0.0) and found(40.0)
+
+
+class CountingGate(FaceDetector):
+    """Returns one fixed face per run, each run waiting until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.runs = 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        if not self.gate.wait(timeout=120):
+            raise RuntimeError("the test never opened the gate")
+        self.runs += 1
+        return [Detection(box=(1.0, 1.0, 9.0, 9.0), score=float(image_bgr[0, 0, 0]))]
+
+
+def run_until_merged(schedule: DetectionSchedule, image: np.ndarray) -> list[Detection]:
+    for _ in range(12_000):  # bounded poll: the run finishes on the other thread
+        found = schedule.detections(image, tracking_asks=False)
+        if found is not None:
+            return found
+        threading.Event().wait(0.01)
+    pytest.fail("the asynchronous run never finished")
+
+
+def test_the_asynchronous_schedule_hands_over_a_copy_and_merges_once() -> None:
+    detector, counters = CountingGate(), Counter()
+    schedule = DetectionSchedule(
+        detector, DetectorConfig(asynchronous=True, interval_frames=1000), counters
+    )
+    image = np.full((32, 32, 3), 7, np.uint8)
+    assert schedule.detections(image, tracking_asks=True) is None  # started, not waited for
+    image[:] = 99  # the caller reuses its buffer: the run sees the frame as handed over
+    assert schedule.pending and schedule.detections(image, tracking_asks=True) is None
+    detector.gate.set()
+    found = run_until_merged(schedule, image)
+    assert [d.score for d in found] == [7.0] and counters["detector_runs"] == 1
+    # Not due (interval 1000, tracking content): nothing starts, nothing more is merged.
+    assert schedule.detections(image, tracking_asks=False) is None and detector.runs == 1
+    schedule.close()
+    assert schedule.detections(image, tracking_asks=True) is None  # closed: no new runs
+
+
+class ThreadedDetector(FaceDetector):
+    """A detector with a helper thread of its own, as MediaPipe's graph has."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.started = threading.Event()
+        self.helper_id = 0
+        self.detector_thread_id = 0
+        self.helper = threading.Thread(target=self._helper, daemon=True)
+        self.helper.start()
+        self.started.wait(timeout=60)
+
+    def _helper(self) -> None:
+        self.helper_id = threading.get_native_id()
+        self.started.set()
+        self.stop.wait()
+
+    def native_threads(self) -> set[int]:
+        return {self.helper_id}
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.detector_thread_id = threading.get_native_id()
+        return []
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread niceness is Linux's")
+def test_background_detection_yields_the_cpu_to_tracking() -> None:
+    detector = ThreadedDetector()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    schedule = DetectionSchedule(detector, DetectorConfig(asynchronous=True), Counter())
+    image = np.zeros((8, 8, 3), np.uint8)
+    assert schedule.detections(image, tracking_asks=True) is None  # the run starts
+    run_until_merged(schedule, image)
+    for thread in (detector.detector_thread_id, detector.helper_id):
+        assert os.getpriority(os.PRIO_PROCESS, thread) == min(base + BACKGROUND_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the tracking thread keeps its own
+    schedule.close()
+    detector.stop.set()
+
+
+class SteppedDetector(FaceDetector):
+    """Three steps of work, each counted, one empty detection list at the end."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        raise AssertionError("the background worker runs the detector step by step")
+
+    def detect_in_steps(self, image_bgr: np.ndarray):  # noqa: ANN201 - a generator
+        for _ in range(3):
+            self.steps += 1
+            yield
+        return []
+
+
+def test_the_background_detector_pauses_while_a_tracking_frame_runs() -> None:
+    detector = SteppedDetector()
+    worker = DetectionWorker(detector, max_tracking_wait_s=120.0)
+    worker.tracking(True)  # a frame is in progress when the run is handed over
+    assert worker.submit(np.zeros((8, 8, 3), np.uint8), generation=0)
+    for _ in range(20):  # the worker is parked on the frame, not on a timer: no step runs
+        threading.Event().wait(0.005)
+        assert detector.steps == 0 and worker.busy
+    worker.tracking(False)  # the frame ended: the run goes on and finishes
+    for _ in range(12_000):
+        if (finished := worker.collect()) is not None:
+            break
+        threading.Event().wait(0.01)
+    else:
+        pytest.fail("the run never finished")
+    assert finished.detections == [] and detector.steps == 3
+    worker.close()

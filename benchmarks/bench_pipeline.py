@@ -39,7 +39,8 @@ from tqdm import tqdm
 from headpose_ros.core.config import config_from_flat
 from headpose_ros.core.detection import MediaPipeFaceDetector
 from headpose_ros.core.metric_pose import camera_from_intrinsics
-from headpose_ros.core.pipeline import STAGES, HeadPoseEstimator
+from headpose_ros.core.pipeline import HeadPoseEstimator
+from headpose_ros.core.results import STAGES
 from headpose_ros.tools.annotations import read_pts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -23,7 +23,8 @@ import numpy as np
 
 from headpose_ros.core.image_codec import ImageDecodeError
 from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError
-from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
+from headpose_ros.core.pipeline import HeadPoseEstimator
+from headpose_ros.core.results import DETECTION_COUNTERS, FrameResult
 from headpose_ros.messages import (
     camera_from_info,
     face_boxes_from_message,
@@ -110,14 +111,28 @@ class FrameIntake:
             self._camera = (None, message.header.frame_id, f"camera_info rejected: {error}")
 
     def describe(self) -> dict[str, str]:
-        """Device, model and the intrinsics in use (or why there are none), for diagnostics."""
+        """Device, model, the intrinsics in use (or why none) and what detection did so far.
+
+        The detection totals (``pipeline.DETECTION_COUNTERS``: detector runs, faces
+        detected, dropped as too small or over ``max_faces``, tracked, published) say
+        whether faces were missed, which the published faces alone cannot show.
+        """
         camera, _, why = self._camera
         if camera is not None:
             fx, fy = camera.matrix[0, 0], camera.matrix[1, 1]
             size = f"{camera.width}x{camera.height}" if camera.width else "any size"
             why = f"fx {fx:.1f} fy {fy:.1f}, {camera.model}, {size}"
         estimator = self._estimator
-        return {"device": estimator.device, "model": estimator.manifest.name, "camera": why}
+        detection = {
+            f"detection: {name.removeprefix('event:')}": str(estimator.counters[name])
+            for name in DETECTION_COUNTERS
+        }
+        return {
+            "device": estimator.device,
+            "model": estimator.manifest.name,
+            "camera": why,
+            **detection,
+        }
 
     def on_face_boxes(self, message: Any) -> None:
         """Keep an upstream FaceArray's boxes for the image with the nearest stamp."""

@@ -34,7 +34,7 @@ from headpose_ros.core.image_codec import (
     decode_raw_image,
 )
 from headpose_ros.core.metric_pose import CameraModel, camera_from_intrinsics
-from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.results import FaceResult, FrameResult
 from headpose_ros.core.visualization import MarkerSpec, marker_specs
 
 __all__ = [

@@ -21,12 +21,8 @@ from headpose_ros.core.config import DetectorConfig, config_from_flat
 from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDetector
 from headpose_ros.core.face_batch import CLEAR_FACE_PRESENCE, FaceBatchRunner, face_crop
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
-from headpose_ros.core.pipeline import (
-    DETECTION_COUNTERS,
-    FACE_SKIP_REASONS,
-    FRAME_SKIP_REASONS,
-    HeadPoseEstimator,
-)
+from headpose_ros.core.pipeline import HeadPoseEstimator
+from headpose_ros.core.results import DETECTION_COUNTERS, FACE_SKIP_REASONS, FRAME_SKIP_REASONS
 from headpose_ros.tools.annotations import read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).

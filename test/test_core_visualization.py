@@ -7,7 +7,7 @@ import pytest
 
 from headpose_ros.core.geometry import euler_to_matrix
 from headpose_ros.core.metric_pose import camera_from_intrinsics, ray_rotation
-from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.results import FaceResult, FrameResult
 from headpose_ros.core.visualization import (
     NOMINAL_DEPTH_M,
     attention_colour,

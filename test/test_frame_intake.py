@@ -26,6 +26,8 @@ def estimator(model_dir: Path) -> HeadPoseEstimator:
             "inference.model_dir": str(model_dir),
             "inference.threads": 1,
             "tracking.deterministic_ids": True,
+            # Detection inside the frame, so that the first frame already has its face.
+            "detector.asynchronous": False,
         }
     )
     estimator = HeadPoseEstimator(config)
@@ -58,6 +60,12 @@ def test_intake_rejects_bad_images_and_publishes_good_ones(estimator: HeadPoseEs
     intake.intake.handle(image_message(astronaut_frame(), 2 * SECOND))
     (processed,) = intake.published
     assert processed.frame.timestamp_ns == 2 * SECOND and len(processed.frame.faces) == 1
+    # What detection did is in the diagnostics: one run, the face detected and published.
+    described = intake.intake.describe()
+    assert described["detection: detector_runs"] == "1"
+    assert int(described["detection: faces_detected"]) >= 1
+    assert described["detection: faces_published"] == "1"
+    assert described["detection: face_too_small"] == "0"
     assert processed.frame.camera is None and not processed.frame.faces[0].metric
     assert intake.counts() == {
         "taken": 3,

@@ -11,7 +11,7 @@ from headpose_ros.core.config import iter_settings
 from headpose_ros.core.geometry import euler_to_matrix, quaternion_to_rotation
 from headpose_ros.core.image_codec import ImageDecodeError
 from headpose_ros.core.metric_pose import IntrinsicsError, camera_from_intrinsics
-from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.results import FaceResult, FrameResult
 from headpose_ros.messages import (
     OUTPUT_TOPICS,
     camera_from_info,

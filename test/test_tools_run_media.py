@@ -13,7 +13,7 @@ import model_factory
 import numpy as np
 import pytest
 
-from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.results import FaceResult, FrameResult
 from headpose_ros.tools import run_media
 
 # Fixtures shared with the other model-using test modules (see model_factory).

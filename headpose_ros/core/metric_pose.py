@@ -24,6 +24,7 @@ import numpy as np
 from headpose_ros.core.config import PoseConfig
 from headpose_ros.core.crop import apply_affine
 from headpose_ros.core.geometry import CROP_FOCAL_FACTOR, euler_to_matrix
+from headpose_ros.core.landmarks import LandmarkScheme
 
 __all__ = [
     "DISTORTION_MODELS",
@@ -32,6 +33,8 @@ __all__ = [
     "IntrinsicsError",
     "MetricPose",
     "camera_from_intrinsics",
+    "fit_camera",
+    "head_origin_px",
     "estimate_head_pose",
     "network_position",
     "nominal_camera",
@@ -121,6 +124,30 @@ class CameraModel:
             f"{width}x{height}: a resize by {sx:.4g}, K scaled to match"
         )
         return scaled, note
+
+
+def head_origin_px(
+    landmarks: np.ndarray | None, box: np.ndarray, scheme: LandmarkScheme
+) -> np.ndarray:
+    """Image pixel of the head frame's origin: between the eyes (the box centre if unknown)."""
+    if landmarks is None:
+        return (np.asarray(box[:2], float) + np.asarray(box[2:], float)) / 2.0
+    return landmarks[list(scheme.right_eye) + list(scheme.left_eye)].mean(axis=0)
+
+
+def fit_camera(
+    camera: CameraModel | tuple[np.ndarray, np.ndarray], width: int, height: int
+) -> tuple[CameraModel, str]:
+    """Validate ``camera`` (a :class:`CameraModel` or raw ``(K, D)``) for a width x height image.
+
+    Returns the intrinsics to use and a note when they were scaled for a resized image
+    (:meth:`CameraModel.for_image`); raises :class:`IntrinsicsError` (or ``TypeError`` /
+    ``ValueError`` for a malformed pair) when they cannot be used.
+    """
+    if not isinstance(camera, CameraModel):
+        matrix, distortion = camera
+        camera = camera_from_intrinsics(matrix, distortion)
+    return camera.for_image(width, height)
 
 
 def camera_from_intrinsics(

@@ -3,8 +3,8 @@
 :class:`HeadPoseEstimator` is what the ROS node and the offline tools wrap. It never raises on
 a bad frame: every frame gives a :class:`FrameResult`, either with faces or with an explicit
 ``skip_reason``, and every skipped frame or face is counted in :attr:`HeadPoseEstimator.counters`
-under a stable reason key (see :data:`FRAME_SKIP_REASONS` and :data:`FACE_SKIP_REASONS`), so
-nothing is lost silently. Problems with the model itself are raised once, at construction, as
+under a stable reason key (:mod:`headpose_ros.core.results` lists them), so nothing is lost
+silently. Problems with the model itself are raised once, at construction, as
 :class:`~headpose_ros.core.manifest.ModelFileError` naming the file.
 
 This module only orchestrates; each stage's maths lives in its own module.
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 
@@ -28,128 +26,29 @@ from headpose_ros.core.detection import (
 )
 from headpose_ros.core.detection_schedule import DetectionSchedule
 from headpose_ros.core.face_batch import FaceBatch, FaceBatchRunner, FaceCrop, face_crop
-from headpose_ros.core.geometry import attention_score, matrix_to_euler, rotation_to_quaternion
+from headpose_ros.core.geometry import attention_score, matrix_to_euler
 from headpose_ros.core.image_codec import prepare_image
 from headpose_ros.core.metric_pose import (
     CameraModel,
     IntrinsicsError,
-    camera_from_intrinsics,
     estimate_head_pose,
+    fit_camera,
+    head_origin_px,
     nominal_camera,
 )
+from headpose_ros.core.results import STAGES, FaceResult, FrameResult
 from headpose_ros.core.smoothing import PoseSmoother
 from headpose_ros.core.stage_timer import StageTimer
 from headpose_ros.core.tracking import FaceTracker, Track
 
-__all__ = [
-    "DETECTION_COUNTERS",
-    "FACE_SKIP_REASONS",
-    "FRAME_SKIP_REASONS",
-    "STAGES",
-    "FaceResult",
-    "FrameResult",
-    "HeadPoseEstimator",
-]
+__all__ = ["HeadPoseEstimator"]
 
 _LOG = logging.getLogger(__name__)
 
-#: Whole-frame skip reasons (``FrameResult.skip_reason`` and counter keys ``skip:<reason>``).
-FRAME_SKIP_REASONS = ("unsupported_image", "empty_image", "image_too_small", "invalid_timestamp")
-#: Per-face or per-frame events that drop or degrade a face (counter keys ``event:<reason>``).
-FACE_SKIP_REASONS = (
-    "invalid_box",
-    "face_too_small",
-    "face_outside_image",
-    "too_many_faces",
-    "network_output_not_finite",
-    "face_lost",
-    "not_a_face",
-    "invalid_intrinsics",
-    "intrinsics_scaled",
-    "pnp_failed",
-    "timestamp_not_increasing",
-    "image_size_changed",
-)
 #: A new detection that the network does not see as a face is dropped below this score: on
 #: AFLW scenes that drops about 80% of the tile pyramid's false positives and 2-3% of the
 #: real faces' first detections (retried at the next run); none on helen_test.
 UNSEEN_DETECTION_MIN_SCORE = 0.8
-#: What detection did, in :attr:`HeadPoseEstimator.counters` (stable names, summed over
-#: frames): runs merged (and dropped as stale), faces they found, faces dropped as too small
-#: or beyond ``detector.max_faces``, faces run through the network and faces published.
-DETECTION_COUNTERS = (
-    "detector_runs",
-    "detector_runs_stale",
-    "faces_detected",
-    "event:face_too_small",
-    "event:too_many_faces",
-    "faces_tracked",
-    "faces_published",
-)
-#: Stages timed per frame (milliseconds in ``FrameResult.timings_ms``).
-STAGES = ("detect", "crop", "mnn", "decode", "or", "pnp", "smooth", "total")
-
-
-@dataclass(frozen=True)
-class FaceResult:
-    """One face in one frame, built once and complete.
-
-    Angles are radians: ``yaw``, ``pitch``, ``roll`` are the network's ``p^ED`` relative to
-    looking straight into the camera (geometry.py conventions). ``rotation`` is the head frame
-    in the camera optical frame (those angles turned onto the face's viewing ray), and
-    :attr:`quaternion` the same orientation for messages and TF.
-    ``position`` is the head origin in metres when ``metric`` is true, else a unit vector
-    along the viewing ray (from nominal intrinsics when none were given). ``landmarks`` are
-    (68, 2) image pixels and ``visibility`` (68,) probabilities, ``None`` in encoder-only mode.
-    """
-
-    track_id: str
-    box: tuple[float, float, float, float]
-    score: float
-    yaw: float
-    pitch: float
-    roll: float
-    rotation: np.ndarray
-    position: np.ndarray
-    metric: bool
-    attention: float
-    landmarks: np.ndarray | None
-    visibility: np.ndarray | None
-    source: str
-    cut_by_border: bool
-    reprojection_error_px: float = float("nan")
-    pose_note: str = ""
-
-    @cached_property
-    def quaternion(self) -> tuple[float, float, float, float]:
-        """``rotation`` as a unit quaternion ``(x, y, z, w)``, ``w >= 0``; computed once."""
-        return rotation_to_quaternion(self.rotation)
-
-
-@dataclass
-class FrameResult:
-    """Everything one frame produced: faces, or why the frame was skipped, and timings.
-
-    What detection did: ``detector_ran`` (detections or the caller's boxes entered tracking),
-    ``faces_detected``, of those ``faces_too_small`` (below ``detector.min_face_px``), tracks
-    left out by ``detector.max_faces`` (``faces_over_limit``) and run through the network
-    (``faces_tracked``); ``len(faces)`` were published.
-    """
-
-    timestamp_ns: int
-    image_width: int
-    image_height: int
-    faces: list[FaceResult] = field(default_factory=list)
-    skip_reason: str | None = None
-    skip_detail: str = ""
-    events: list[str] = field(default_factory=list)
-    detector_ran: bool = False
-    faces_detected: int = 0
-    faces_too_small: int = 0
-    faces_over_limit: int = 0
-    faces_tracked: int = 0
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    camera: CameraModel | None = None  # the intrinsics used, fitted to this image
 
 
 class HeadPoseEstimator:
@@ -288,20 +187,17 @@ class HeadPoseEstimator:
         self._last_size = image.shape[:2]
 
     def _camera(self, camera: object, result: FrameResult) -> CameraModel | None:
-        """Return the intrinsics for this image: validated, scaled for a resized image."""
+        """Return the intrinsics for this image (metric_pose.fit_camera), or why there are none."""
         if camera is None:
             return None
         try:
-            if not isinstance(camera, CameraModel):
-                matrix, distortion = camera  # type: ignore[misc]
-                camera = camera_from_intrinsics(matrix, distortion)
-            camera, note = camera.for_image(result.image_width, result.image_height)
+            fitted, note = fit_camera(camera, result.image_width, result.image_height)
         except (IntrinsicsError, TypeError, ValueError) as error:
             self._event(result, "invalid_intrinsics", str(error))
             return None
         if note:
             self._event(result, "intrinsics_scaled", note)
-        return camera
+        return fitted
 
     def _detect(
         self,
@@ -402,15 +298,11 @@ class HeadPoseEstimator:
         """Metric pose, smoothing and attention of one face, as its finished result."""
         crop, pose_ed = batch.crops[index], batch.pose_ed[index]
         landmarks = visibility = None
-        if batch.landmarks is not None:  # the head origin lies between the eyes
+        if batch.landmarks is not None:
             landmarks, visibility = batch.landmarks[index], batch.visibility[index]
-            scheme = self.manifest.scheme
-            origin = landmarks[list(scheme.right_eye) + list(scheme.left_eye)].mean(axis=0)
-        else:
-            origin = (track.box[:2] + track.box[2:]) / 2.0
         pose = estimate_head_pose(
             pose_ed,
-            origin,
+            head_origin_px(landmarks, track.box, self.manifest.scheme),
             crop.to_image,
             crop.side,
             self.manifest.input_size,

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from headpose_ros.core.metric_pose import CameraModel, nominal_camera
-from headpose_ros.core.pipeline import FaceResult, FrameResult
+from headpose_ros.core.results import FaceResult, FrameResult
 
 __all__ = [
     "AXIS_COLOURS_RGB",

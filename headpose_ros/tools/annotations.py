@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headpose_ros.core.pipeline import FaceResult
+from headpose_ros.core.results import FaceResult
 from headpose_ros.core.tracking import box_iou
 
 __all__ = [

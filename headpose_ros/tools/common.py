@@ -27,7 +27,7 @@ from headpose_ros.core.metric_pose import (
     IntrinsicsError,
     camera_from_intrinsics,
 )
-from headpose_ros.core.pipeline import DETECTION_COUNTERS, STAGES, FaceResult, FrameResult
+from headpose_ros.core.results import DETECTION_COUNTERS, STAGES, FaceResult, FrameResult
 
 __all__ = [
     "CSV_FIELDS",

@@ -30,7 +30,8 @@ from headpose_ros.core.geometry import matrix_to_euler, quaternion_to_rotation
 from headpose_ros.core.image_codec import ImageDecodeError
 from headpose_ros.core.metric_pose import CameraModel, IntrinsicsError
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
-from headpose_ros.core.pipeline import FaceResult, FrameResult, HeadPoseEstimator
+from headpose_ros.core.pipeline import HeadPoseEstimator
+from headpose_ros.core.results import FaceResult, FrameResult
 from headpose_ros.messages import (
     box_from_message,
     camera_from_info,

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from headpose_ros.core.config import config_to_flat
 from headpose_ros.core.image_codec import ImageDecodeError, decode_compressed_image
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
-from headpose_ros.core.pipeline import FrameResult, HeadPoseEstimator
+from headpose_ros.core.pipeline import HeadPoseEstimator
+from headpose_ros.core.results import FrameResult
 from headpose_ros.core.visualization import draw_frame
 from headpose_ros.tools.annotations import annotated_face, annotation_for, landmark_box
 from headpose_ros.tools.common import (

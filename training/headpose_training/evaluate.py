@@ -199,10 +199,12 @@ def yaw_report(predicted_deg: np.ndarray, labelled_deg: np.ndarray) -> dict[str,
     error = np.abs((predicted - labelled + 180.0) % 360.0 - 180.0)
 
     def summary(selected: np.ndarray) -> dict[str, float]:
-        if selected.sum() < 3:
-            return {"count": int(selected.sum()), "mae": float("nan"), "slope": float("nan")}
-        slope = float(np.polyfit(labelled[selected], predicted[selected], 1)[0])
-        return {"count": int(selected.sum()), "mae": float(error[selected].mean()), "slope": slope}
+        count = int(selected.sum())
+        mae = float(error[selected].mean()) if count else float("nan")
+        # A slope needs a spread of labels; three faces is the least that shows a trend.
+        fit = count >= 3 and np.ptp(labelled[selected]) > 0
+        slope = float(np.polyfit(labelled[selected], predicted[selected], 1)[0]) if fit else np.nan
+        return {"count": count, "mae": mae, "slope": float(slope)}
 
     bins = {}
     for index, (low, high) in enumerate(YAW_BINS):

@@ -44,6 +44,19 @@ def test_round_trip_through_json(tmp_path: Path) -> None:
     assert files == {"mnn": (tmp_path / "mnn.onnx").resolve()}
 
 
+def test_face_presence_is_the_models_own_with_the_first_models_values_by_default(
+    tmp_path: Path,
+) -> None:
+    path = write_model(tmp_path)
+    data = json.loads(path.read_text())
+    data.pop("face_presence", None)  # a manifest written before the thresholds were measured
+    path.write_text(json.dumps(data))
+    assert load_manifest(path)[0].face_presence == {"min": 65.0, "clear": 80.0}
+    data["face_presence"] = {"min": 40.0, "clear": 72.5}
+    path.write_text(json.dumps(data))
+    assert load_manifest(path)[0].face_presence == {"min": 40.0, "clear": 72.5}
+
+
 def test_missing_manifest_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="manifest not found.*nowhere.json"):
         load_manifest(tmp_path / "nowhere.json")
@@ -75,6 +88,8 @@ def test_truncated_model_file_fails_the_hash_check(tmp_path: Path) -> None:
         (lambda d: d.update(files={}), "neither an 'mnn' nor an 'encoder'"),
         (lambda d: d["normalisation"].update(std=[1, 0, 1]), "malformed.*std"),
         (lambda d: d.pop("input_size"), "malformed"),
+        (lambda d: d.update(face_presence={"min": 90.0, "clear": 80.0}), "0 < min <= clear"),
+        (lambda d: d.update(face_presence={"min": 65.0}), "face_presence needs"),
     ],
 )
 def test_inconsistent_manifests_are_rejected(tmp_path: Path, edit, message: str) -> None:

@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 from headpose_ros.core.config import DetectorConfig, config_from_flat
 from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDetector
-from headpose_ros.core.face_batch import CLEAR_FACE_PRESENCE, FaceBatchRunner, face_crop
+from headpose_ros.core.face_batch import FaceBatchRunner, face_crop
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import HeadPoseEstimator
 from headpose_ros.core.results import DETECTION_COUNTERS, FACE_SKIP_REASONS, FRAME_SKIP_REASONS
@@ -514,7 +514,8 @@ def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
         points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 60.0
         box = (*points.min(axis=0), *points.max(axis=0))
         crop = face_crop(np.array(box), (480, 480), runner.manifest.crop_margin, 128)
-        if runner.run(frame, [crop], lambda stage: None).presence[0] >= CLEAR_FACE_PRESENCE:
+        clear = runner.manifest.face_presence["clear"]
+        if runner.run(frame, [crop], lambda stage: None).presence[0] >= clear:
             return frame, box
     pytest.fail("no AFLW profile is clear to the network")
 

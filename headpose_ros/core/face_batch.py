@@ -27,8 +27,6 @@ from headpose_ros.core.inference import ModelRunner, NetworkOutputs, load_model
 from headpose_ros.core.occlusion_regressor import OcclusionRegressor, initial_shape
 
 __all__ = [
-    "CLEAR_FACE_PRESENCE",
-    "MIN_FACE_PRESENCE",
     "RECROP_SCALE",
     "RECROP_SHIFT",
     "FaceBatch",
@@ -37,15 +35,6 @@ __all__ = [
     "face_crop",
 ]
 
-#: Mean heatmap peak (as a multiple of a flat map's value) below which a tracked face counts
-#: as lost for the frame. Measured with the shipped model on 128 px crops: 100-150 on 300-W
-#: faces, 75 or more with the lower half of the face covered, about 30 on a blank crop and 60
-#: on noise; the network's visibility cannot tell (0.75 on a blank crop).
-MIN_FACE_PRESENCE = 65.0
-#: Presence above which the crop clearly shows a face, whatever a detector says: 95% of real
-#: AFLW faces turned beyond 60 degrees reach 64 and half of them 86 (frontal: 121), while
-#: 99% of face-free crops stay below 68 (measured with the shipped model).
-CLEAR_FACE_PRESENCE = 80.0
 #: A face whose landmark box differs from its crop's box by more than this factor in size, or
 #: this share of its side in position, is cropped again and re-run in the same frame.
 RECROP_SCALE = 1.2
@@ -98,7 +87,8 @@ class FaceBatch:
     encoder-only mode, where ``track_points`` (what the tracker follows, otherwise the
     landmarks) is the mean face placed by ``p^AE``, the pose trained for exactly this
     alignment. ``finite`` is False for rows with NaN or infinite outputs. ``crops`` are the
-    final crops (re-cropped faces have their new one).
+    final crops (re-cropped faces have their new one). ``presence_thresholds`` are the model's
+    (min, clear) presence thresholds from its manifest.
     """
 
     crops: list[FaceCrop]
@@ -109,6 +99,7 @@ class FaceBatch:
     track_points: np.ndarray
     finite: np.ndarray
     recropped: int
+    presence_thresholds: tuple[float, float]
 
     def shows_a_face(self, index: int, min_visibility: float) -> tuple[bool, bool, str]:
         """Whether row ``index`` shows a face, whether clearly, and the figures that say so.
@@ -118,8 +109,9 @@ class FaceBatch:
         if self.landmarks is None:
             return True, False, "p^AE does not place a plausible face"
         visibility, presence = float(self.visibility[index].mean()), float(self.presence[index])
-        found = visibility >= min_visibility and presence >= MIN_FACE_PRESENCE
-        clear = found and presence >= CLEAR_FACE_PRESENCE
+        least, clearly = self.presence_thresholds
+        found = visibility >= min_visibility and presence >= least
+        clear = found and presence >= clearly
         return found, clear, f"mean visibility {visibility:.2f}, presence {presence:.0f}"
 
 
@@ -165,7 +157,7 @@ class FaceBatchRunner:
                 initial_shape(pose, self.manifest.mean_face_m, size)[0] for pose in outputs.pose_ae
             ]
             points = self._to_image(np.stack(rigid), crops)
-            return FaceBatch(crops, pose_ed, None, None, None, points, finite, 0)
+            return FaceBatch(crops, pose_ed, None, None, None, points, finite, 0, (0.0, 0.0))
         redo = self._recrops(image, crops, landmarks)
         if redo:
             rows = [index for index, _ in redo]
@@ -199,8 +191,17 @@ class FaceBatchRunner:
         finite &= np.all(np.isfinite(landmarks), axis=(1, 2)) & np.all(
             np.isfinite(visibility), axis=1
         )
+        thresholds = self.manifest.face_presence
         return FaceBatch(
-            crops, pose_ed, landmarks, visibility, presence, landmarks, finite, len(redo)
+            crops,
+            pose_ed,
+            landmarks,
+            visibility,
+            presence,
+            landmarks,
+            finite,
+            len(redo),
+            (thresholds["min"], thresholds["clear"]),
         )
 
     @staticmethod

@@ -63,6 +63,12 @@ class ModelManifest:
     ``files`` maps a role ("mnn", "encoder", "or") to its artefact. ``mean_face_mm`` is the
     68x3 mean 3D face in the head frame of :mod:`headpose_ros.core.geometry`, in millimetres.
     ``heatmap_size`` is the side of the decoder's heatmaps (they cover the whole crop).
+    ``face_presence`` holds this model's two thresholds on a crop's mean heatmap peak (as a
+    multiple of a flat map's value): below ``min`` a tracked face counts as lost for the frame,
+    above ``clear`` the crop clearly shows a face whatever a detector says. They depend on how
+    sharp the model's heatmaps are, so training measures them on validation faces and
+    face-free crops (``headpose_training.calibration``); older manifests get 65 and 80, measured
+    by hand for the first shipped model.
     """
 
     name: str
@@ -74,6 +80,7 @@ class ModelManifest:
     files: dict[str, ModelFile]
     outputs: OutputNames = OutputNames()
     crop_margin: float = BOX_MARGIN
+    face_presence: dict[str, float] = field(default_factory=lambda: {"min": 65.0, "clear": 80.0})
     licence: str = ""
     training: dict[str, Any] = field(default_factory=dict)
     format_version: int = MANIFEST_FORMAT_VERSION
@@ -97,6 +104,11 @@ class ModelManifest:
         if face.shape != (self.scheme.num_points, 3) or not np.all(np.isfinite(face)):
             raise ModelFileError(
                 f"mean_face_mm must be {self.scheme.num_points}x3 finite values, got {face.shape}"
+            )
+        low, high = self.face_presence.get("min"), self.face_presence.get("clear")
+        if set(self.face_presence) != {"min", "clear"} or not 0 < low <= high:
+            raise ModelFileError(
+                f"face_presence needs 0 < min <= clear, got {self.face_presence}"
             )
         if "mnn" not in self.files and "encoder" not in self.files:
             raise ModelFileError("manifest lists neither an 'mnn' nor an 'encoder' model file")

@@ -70,7 +70,15 @@ from headpose_training.data import iter_300w
 from headpose_training.faces import FaceSet, label_poses, load_aflw_faces
 from headpose_training.pose_labels import pose_from_landmarks
 
-__all__ = ["Predictions", "evaluate_export", "json_safe", "main", "measure_latency", "yaw_report"]
+__all__ = [
+    "Predictions",
+    "evaluate_export",
+    "json_safe",
+    "label_report",
+    "main",
+    "measure_latency",
+    "yaw_report",
+]
 
 FAILURE_THRESHOLD = 0.08
 #: Precision at which visibility is scored (the paper's COFW protocol).
@@ -429,6 +437,57 @@ def _aflw_validation(manifest_path: Path, faces: FaceSet, out_dir: Path) -> dict
     }
 
 
+def _free_pnp_yaw(faces: FaceSet, model_m: np.ndarray, crop_size: int) -> np.ndarray:
+    """Yaw (deg) by free PnP of each face's visible points against the model; NaN if it fails."""
+    yaw = np.full(len(faces), np.nan)
+    for index in range(len(faces)):
+        points = apply_affine(faces.pnp_points[index], crop_affine(faces.box(index), crop_size))
+        try:
+            yaw[index] = pose_from_landmarks(points, faces.pnp_weights @ model_m, crop_size)[0]
+        except ValueError:
+            continue
+    return yaw
+
+
+def label_report(
+    validation: FaceSet, everything: FaceSet, model_mm: np.ndarray, crop_size: int
+) -> dict[str, Any]:
+    """How far free PnP's yaw is from AFLW's label, and how each varies between re-annotations.
+
+    On the AFLW validation faces: yaw by free PnP of the visible points against the run's mean
+    face (fitted on training faces), compared with AFLW's label per |yaw| bin, which checks the
+    mean face's depth. Over all AFLW crops, on the photographs that appear more than once
+    (annotated separately): the mean absolute difference between two copies' AFLW labels and
+    between their PnP yaws, per bin: the labels' own noise, which chose AFLW's label for yaw.
+    """
+    model_m = np.asarray(model_mm, dtype=np.float64) / 1000.0
+    free_all = _free_pnp_yaw(everything, model_m, crop_size)
+    copies: dict[int, list[int]] = {}
+    for index, group in enumerate(everything.groups):
+        copies.setdefault(int(group), []).append(index)
+    pairs = np.array([members[:2] for members in copies.values() if len(members) > 1], int)
+    label = everything.yaw_label
+    by_bin: dict[str, dict[str, float]] = {}
+    for low, high in YAW_BINS:
+        magnitude = np.abs(label[pairs[:, 0]]) if len(pairs) else np.zeros(0)
+        chosen = pairs[(magnitude >= low) & (magnitude < high + 1e-9)]
+        by_bin[f"[{low:g},{high:g}]"] = {
+            "pairs": len(chosen),
+            "label_difference_deg": float(np.nanmean(np.abs(np.diff(label[chosen], axis=1))))
+            if len(chosen)
+            else float("nan"),
+            "pnp_difference_deg": float(np.nanmean(np.abs(np.diff(free_all[chosen], axis=1))))
+            if len(chosen)
+            else float("nan"),
+        }
+    return {
+        "free_pnp_yaw_vs_aflw_label_validation": yaw_report(
+            _free_pnp_yaw(validation, model_m, crop_size), validation.yaw_label
+        ),
+        "duplicate_photographs_all_aflw": by_bin,
+    }
+
+
 def evaluate_export(
     manifest_path: Path,
     checkpoint_path: Path,
@@ -453,8 +512,13 @@ def evaluate_export(
         )
     }
     if "aflw" in checkpoint.split:
-        metrics["aflw_validation"] = _aflw_validation(
-            manifest_path, aflw_validation_faces(checkpoint_path, data_root), out_dir
+        aflw = aflw_validation_faces(checkpoint_path, data_root)
+        metrics["aflw_validation"] = _aflw_validation(manifest_path, aflw, out_dir)
+        metrics["aflw_labels"] = label_report(
+            aflw,
+            load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None),
+            checkpoint.mean_face_mm,
+            config.model.input_size,
         )
     metrics["latency_ms"] = measure_latency(manifest_path)
     metrics = json_safe(metrics)

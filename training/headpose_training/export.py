@@ -163,6 +163,16 @@ def add_files_to_manifest(
     return manifest
 
 
+def set_manifest_fields(manifest_path: Path, fields: dict[str, Any]) -> ModelManifest:
+    """Replace top-level manifest fields (e.g. ``face_presence``) and re-validate the file."""
+    data = json.loads(manifest_path.read_text())
+    data.update(fields)
+    manifest = ModelManifest.from_dict(data)
+    manifest_path.write_text(manifest.to_json() + "\n")
+    load_manifest(manifest_path)
+    return manifest
+
+
 def export_checkpoint(
     checkpoint_path: Path, out_dir: Path, or_artefact: Path | None = None, name: str | None = None
 ) -> Path:

@@ -555,8 +555,13 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = train(config, args.out, args.data, args.cache)
     if args.no_export:
         return 0
+    from headpose_training.calibration import calibrate_presence
     from headpose_training.evaluate import evaluate_export
-    from headpose_training.export import export_checkpoint
+    from headpose_training.export import (
+        add_files_to_manifest,
+        export_checkpoint,
+        set_manifest_fields,
+    )
     from headpose_training.occlusion_regressor_training import fit_for_model
 
     export_dir = args.export_to or args.out / "export"
@@ -565,6 +570,13 @@ def main(argv: list[str] | None = None) -> int:
         # The OR learns from the exported MNN's own outputs, so it is fitted after export and
         # registered in the manifest before the evaluation runs both passes (MNN, MNN+OR).
         fit_for_model(export_dir, checkpoint, args.data, args.out / "or", register=True)
+    # The presence thresholds depend on the final heatmaps: measured on validation faces.
+    presence = calibrate_presence(export_dir, checkpoint, args.data)
+    (args.out / "presence.json").write_text(json.dumps(presence, indent=2))
+    set_manifest_fields(
+        manifest_path, {"face_presence": {k: presence[k] for k in ("min", "clear")}}
+    )
+    add_files_to_manifest(manifest_path, {}, {"face_presence": presence})
     evaluate_export(
         manifest_path, checkpoint, args.data, args.out / "eval", record_in_manifest=True
     )

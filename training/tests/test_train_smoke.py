@@ -82,6 +82,9 @@ def test_export_and_evaluate_end_to_end(tiny_export, tiny_run, tiny_data, tmp_pa
     assert aflw["faces"] > 0
     assert set(aflw["yaw_vs_aflw_label"]["by_abs_yaw"]) == {"[0,30)", "[30,60)", "[60,90]"}
     assert aflw["visibility_real_self_occlusion"]["hidden_landmarks"] > 0
+    labels = metrics["aflw_labels"]
+    assert labels["free_pnp_yaw_vs_aflw_label_validation"]["overall"]["count"] > 0
+    assert set(labels["duplicate_photographs_all_aflw"]) == {"[0,30]", "[30,60]", "[60,90]"}
     assert metrics["latency_ms"]["mnn_ms_p50"] > 0
     for output in ("helen_test_per_face.csv", "aflw_val_per_face.csv", "aflw_yaw.png"):
         assert (tmp_path / "eval" / output).stat().st_size > 0
@@ -111,3 +114,7 @@ def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_
     assert metrics["faces"] == 3 and metrics["nme_mnn+or"]["interocular"]["mean_pct"] > 0
     assert (run / "or" / "or_report.png").stat().st_size > 0
     assert (run / "eval" / "ced_nme_helen_test.png").stat().st_size > 0
+    # The presence thresholds were measured for this model, not left at the defaults.
+    measured = manifest.training["face_presence"]
+    assert manifest.face_presence == {"min": measured["min"], "clear": measured["clear"]}
+    assert measured["validation_faces"] > 0 and measured["face_free_crops"] > 0

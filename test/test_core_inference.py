@@ -13,7 +13,14 @@ import pytest
 from model_factory import build_tiny_model
 
 from headpose_ros.core.config import ConfigError, InferenceConfig
-from headpose_ros.core.inference import ModelRunner, load_model, resolve_providers
+from headpose_ros.core.decoding import decode_heatmaps
+from headpose_ros.core.inference import (
+    ModelRunner,
+    NetworkOutputs,
+    load_model,
+    mirror_mean,
+    resolve_providers,
+)
 from headpose_ros.core.manifest import ModelFileError
 
 # Fixtures shared with the other model-using test modules (see model_factory).
@@ -43,11 +50,64 @@ def test_explicit_gpu_devices() -> None:
         resolve_providers("npu", available)
 
 
-def runner(folder: Path, encoder_only: bool = False) -> ModelRunner:
+def runner(folder: Path, encoder_only: bool = False, mirror: bool = False) -> ModelRunner:
     config = InferenceConfig(
-        model_dir=str(folder), device="cpu", threads=1, encoder_only=encoder_only
+        model_dir=str(folder),
+        device="cpu",
+        threads=1,
+        encoder_only=encoder_only,
+        mirror_average=mirror,
     )
     return ModelRunner(load_model(config), config)
+
+
+def gaussian_maps(points: np.ndarray, size: int, crop: int) -> np.ndarray:
+    """(N, L, H, H) normalised Gaussians at crop-pixel ``points`` (model contract centres)."""
+    centres = (np.arange(size) + 0.5) * crop / size
+    dx = centres[None, None, None, :] - points[..., 0, None, None]
+    dy = centres[None, None, :, None] - points[..., 1, None, None]
+    maps = np.exp(-(dx**2 + dy**2) / (2 * (1.5 * crop / size) ** 2))
+    return (maps / maps.sum(axis=(2, 3), keepdims=True)).astype(np.float32)
+
+
+def test_mirror_mean_undoes_the_mirror_exactly(model_dir: Path) -> None:
+    """A network that sees the mirror image as a mirror answers the same after averaging."""
+    manifest = runner(model_dir).manifest
+    crop, size = manifest.input_size, manifest.heatmap_size
+    flip = list(manifest.scheme.flip_permutation)
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0.3 * crop, 0.7 * crop, (2, 68, 2))
+    mirrored_points = np.stack([crop - 1.0 - points[..., 0], points[..., 1]], axis=-1)[:, flip]
+    pose = np.array([[30.0, -8.0, 12.0, 0.01, -0.02, 0.4], [-70.0, 5.0, -3.0, -0.02, 0.0, 0.5]])
+    focal = 1.5 * crop
+    mirrored_pose = pose * [-1, 1, -1, 1, 1, 1]
+    mirrored_pose[:, 3] = -pose[:, 3] - pose[:, 5] / focal
+    visibility = rng.uniform(0, 1, (2, 68))
+    outputs = NetworkOutputs(
+        pose_ed=np.concatenate([pose, mirrored_pose]),
+        pose_ae=np.concatenate([pose, mirrored_pose]),
+        heatmaps=np.concatenate(
+            [gaussian_maps(points, size, crop), gaussian_maps(mirrored_points, size, crop)]
+        ),
+        visibility=np.concatenate([visibility, visibility[:, flip]]),
+    )
+    averaged = mirror_mean(outputs, 2, manifest)
+    np.testing.assert_allclose(averaged.pose_ed, pose, atol=1e-9)
+    np.testing.assert_allclose(averaged.visibility, visibility, atol=1e-6)
+    decoded, _ = decode_heatmaps(averaged.heatmaps, float(crop))
+    np.testing.assert_allclose(decoded, points, atol=0.05 * crop / size)
+
+
+def test_mirror_average_runs_both_images_and_keeps_the_contract(model_dir: Path) -> None:
+    plain, averaged = runner(model_dir), runner(model_dir, mirror=True)
+    size = plain.manifest.input_size
+    batch = np.random.default_rng(2).random((2, 3, size, size), dtype=np.float32)
+    both = plain.run(np.concatenate([batch, batch[..., ::-1]]))
+    expected = mirror_mean(both, 2, plain.manifest)
+    got = averaged.run(batch)
+    assert got.heatmaps.shape == expected.heatmaps.shape and got.pose_ed.shape == (2, 6)
+    np.testing.assert_allclose(got.pose_ed, expected.pose_ed, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got.heatmaps.sum(axis=(2, 3)), 1.0, atol=1e-3)
 
 
 def test_batch_equals_single_runs(model_dir: Path) -> None:

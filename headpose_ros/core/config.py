@@ -204,6 +204,12 @@ class InferenceConfig:
         "Refine landmarks with the occlusion-aware regressor when the model ships one "
         "('or' file).",
     )
+    mirror_average: bool = setting(
+        False,
+        "Run every crop and its mirror image as one batch and average the two answers (pose, "
+        "heatmaps, visibility): about 1.7x the network's cost for steadier angles and "
+        "landmarks.",
+    )
     verify_hashes: bool = setting(
         True, "Check every model file against the SHA-256 in manifest.json at load time."
     )

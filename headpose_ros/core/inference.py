@@ -16,10 +16,18 @@ import numpy as np
 import onnxruntime as ort
 
 from headpose_ros.core.config import ConfigError, InferenceConfig
+from headpose_ros.core.geometry import CROP_FOCAL_FACTOR
 from headpose_ros.core.manifest import ModelFileError, ModelManifest, load_manifest
 from headpose_ros.core.model_paths import MANIFEST_NAME, resolve_model_dir
 
-__all__ = ["LoadedModel", "ModelRunner", "NetworkOutputs", "load_model", "resolve_providers"]
+__all__ = [
+    "LoadedModel",
+    "ModelRunner",
+    "NetworkOutputs",
+    "load_model",
+    "mirror_mean",
+    "resolve_providers",
+]
 
 _LOG = logging.getLogger(__name__)
 
@@ -99,6 +107,7 @@ class ModelRunner:
         """Create the session and refuse a model whose inputs or outputs break the contract."""
         self.manifest = model.manifest
         self.encoder_only = config.encoder_only
+        self.mirror_average = config.mirror_average
         path = model.files["encoder" if config.encoder_only else "mnn"]
         providers, self.device = resolve_providers(config.device)
         options = ort.SessionOptions()
@@ -155,7 +164,17 @@ class ModelRunner:
                 )
 
     def run(self, batch: np.ndarray) -> NetworkOutputs:
-        """Run one batch ``(N, 3, S, S)`` float32 through the network."""
+        """Run one batch ``(N, 3, S, S)`` float32 through the network.
+
+        With ``mirror_average`` the batch goes through together with its mirror images, and
+        each crop's answer is the mean of the two (:func:`mirror_mean`).
+        """
+        if not self.mirror_average:
+            return self._run_once(batch)
+        both = self._run_once(np.concatenate([batch, batch[..., ::-1]]))
+        return mirror_mean(both, len(batch), self.manifest)
+
+    def _run_once(self, batch: np.ndarray) -> NetworkOutputs:
         values = self._session.run(self._outputs, {self._input: batch})
         if self.encoder_only:
             return NetworkOutputs(
@@ -164,3 +183,54 @@ class ModelRunner:
         return NetworkOutputs(
             pose_ed=values[0], pose_ae=values[1], heatmaps=values[2], visibility=values[3]
         )
+
+
+def _unmirror_pose(pose: np.ndarray, crop_size: int) -> np.ndarray:
+    """Express a mirror image's pose vectors (N, 6) as the unmirrored crop's.
+
+    The mirror ``x -> S - 1 - x`` negates yaw and roll, keeps pitch, and moves the head origin's
+    pixel ``u`` to ``S - 1 - u``: with the crop camera's principal point at ``S / 2``,
+    ``tx -> -tx - tz / f``.
+    """
+    focal = CROP_FOCAL_FACTOR * crop_size
+    out = np.array(pose, dtype=np.float64)
+    out[:, [0, 2]] *= -1.0
+    out[:, 3] = -out[:, 3] - out[:, 5] / focal
+    return out
+
+
+def _unmirror_heatmaps(heatmaps: np.ndarray, flip: list[int], crop_size: int) -> np.ndarray:
+    """Express a mirror image's heatmaps (N, L, H, H) as the unmirrored crop's.
+
+    Points are swapped left for right and each map reversed along x. Reversing the map sends
+    crop ``x`` to ``S - x`` while the image mirror sent it to ``S - 1 - x``, so the result is
+    shifted back by one crop pixel (``H / S`` of a heatmap cell, linear interpolation).
+    """
+    maps = heatmaps[:, flip, :, ::-1].astype(np.float32)
+    shift = heatmaps.shape[-1] / crop_size
+    shifted = (1.0 - shift) * maps
+    shifted[..., :-1] += shift * maps[..., 1:]
+    return shifted / shifted.sum(axis=(2, 3), keepdims=True)
+
+
+def mirror_mean(outputs: NetworkOutputs, count: int, manifest: ModelManifest) -> NetworkOutputs:
+    """Average rows ``i`` and ``count + i`` of ``outputs`` (a crop and its mirror image)."""
+    size = manifest.input_size
+    flip = list(manifest.scheme.flip_permutation)
+
+    def mean(plain: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        return ((plain.astype(np.float64) + mirrored) / 2.0).astype(plain.dtype)
+
+    pose_ed, pose_ae = (
+        mean(values[:count], _unmirror_pose(values[count:], size))
+        for values in (outputs.pose_ed, outputs.pose_ae)
+    )
+    if outputs.heatmaps is None or outputs.visibility is None:
+        return NetworkOutputs(pose_ed=pose_ed, pose_ae=pose_ae, heatmaps=None, visibility=None)
+    heatmaps = mean(
+        outputs.heatmaps[:count], _unmirror_heatmaps(outputs.heatmaps[count:], flip, size)
+    )
+    visibility = mean(outputs.visibility[:count], outputs.visibility[count:][:, flip])
+    return NetworkOutputs(
+        pose_ed=pose_ed, pose_ae=pose_ae, heatmaps=heatmaps, visibility=visibility
+    )

@@ -205,10 +205,11 @@ class InferenceConfig:
         "('or' file).",
     )
     mirror_average: bool = setting(
-        False,
+        True,
         "Run every crop and its mirror image as one batch and average the two answers (pose, "
-        "heatmaps, visibility): about 1.7x the network's cost for steadier angles and "
-        "landmarks.",
+        "heatmaps, visibility). Chosen on validation faces: 300-W NME 7.4% -> 6.4% and AFLW "
+        "yaw MAE 9.9 -> 9.2 deg (an early checkpoint of the shipped model), for about twice "
+        "the network's cost. False halves it.",
     )
     verify_hashes: bool = setting(
         True, "Check every model file against the SHA-256 in manifest.json at load time."

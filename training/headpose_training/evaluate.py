@@ -37,10 +37,9 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 from tqdm import tqdm
 
-from headpose_ros.core.config import EstimatorConfig
+from headpose_ros.core.config import EstimatorConfig, InferenceConfig
 from headpose_ros.core.crop import (
     SquareBox,
     apply_affine,
@@ -51,6 +50,7 @@ from headpose_ros.core.crop import (
     to_network_input,
 )
 from headpose_ros.core.decoding import decode_heatmaps
+from headpose_ros.core.inference import ModelRunner, load_model
 from headpose_ros.core.manifest import load_manifest
 from headpose_ros.core.metrics import (
     YAW_BINS,
@@ -207,28 +207,35 @@ def _timed_ms(call: Callable[[], object], repeats: int, warm_up: int = 10) -> di
 
 
 def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -> dict[str, float]:
-    """Single-face milliseconds of each shipped stage (onnxruntime with ``threads`` threads)."""
+    """Single-face milliseconds of each shipped stage, run as the product runs them.
+
+    The network through the core's :class:`ModelRunner` with ``threads`` onnxruntime threads
+    and the default settings (so with mirror averaging when that is on, one batch of two), the
+    encoder alone the same way, and the OR on the network's real outputs.
+    """
     manifest, files = load_manifest(manifest_path)
     size = manifest.input_size
-    feed = {"image": np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)}
+    batch = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     latency = {}
-    sessions = {}
+    outputs = None
     for role in ("mnn", "encoder"):
-        if role in files:
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            sessions[role] = ort.InferenceSession(
-                str(files[role]), options, providers=["CPUExecutionProvider"]
-            )
-            timing = _timed_ms(lambda session=sessions[role]: session.run(None, feed), repeats)
-            latency.update({f"{role}_ms_{key}": value for key, value in timing.items()})
-    if "or" in files and "mnn" in sessions:
-        session = sessions["mnn"]
-        outputs = dict(
-            zip([o.name for o in session.get_outputs()], session.run(None, feed), strict=True)
+        if role not in files:
+            continue
+        config = InferenceConfig(
+            model_dir=str(manifest_path.parent),
+            device="cpu",
+            threads=threads,
+            encoder_only=role == "encoder",
         )
+        runner = ModelRunner(load_model(config), config)
+        timing = _timed_ms(lambda runner=runner: runner.run(batch), repeats)
+        latency.update({f"{role}_ms_{key}": value for key, value in timing.items()})
+        if role == "mnn":
+            outputs = runner.run(batch)
+            latency["mirror_average"] = float(runner.mirror_average)
+    if "or" in files and outputs is not None:
         regressor = OcclusionRegressor.load(files["or"], manifest.mean_face_m)
-        args = (outputs["heatmaps"], outputs["pose_ae"], outputs["visibility"], float(size))
+        args = (outputs.heatmaps, outputs.pose_ae, outputs.visibility, float(size))
         timing = _timed_ms(lambda: regressor.refine(*args), repeats)
         latency.update({f"or_ms_{key}": value for key, value in timing.items()})
     return latency

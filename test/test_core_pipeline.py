@@ -22,7 +22,12 @@ from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDe
 from headpose_ros.core.face_batch import FaceBatchRunner, face_crop
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_ros.core.pipeline import HeadPoseEstimator
-from headpose_ros.core.results import DETECTION_COUNTERS, FACE_SKIP_REASONS, FRAME_SKIP_REASONS
+from headpose_ros.core.results import (
+    DETECTION_COUNTERS,
+    FACE_SKIP_REASONS,
+    FRAME_SKIP_REASONS,
+    FrameResult,
+)
 from headpose_ros.tools.annotations import read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).
@@ -410,6 +415,7 @@ def asynchronous_estimator(folder: Path, detector: FaceDetector) -> HeadPoseEsti
             "inference.threads": 1,
             "tracking.deterministic_ids": True,
             "detector.asynchronous": True,
+            "detector.interval_frames": 2,
         }
     )
     return HeadPoseEstimator(config, detector=detector)
@@ -423,40 +429,61 @@ def wait_until_idle(est: HeadPoseEstimator) -> None:
     pytest.fail("the detector run never finished")
 
 
-def test_no_frame_waits_for_the_asynchronous_detector(data_300w: Path, model_dir: Path) -> None:
+def assert_face_found(frame: FrameResult, points: np.ndarray) -> None:
+    assert frame.detector_ran and frame.faces_detected >= 1 and frame.faces
+    x0, y0, x1, y1 = frame.faces[0].box
+    cx, cy = points.mean(axis=0)
+    assert x0 < cx < x1 and y0 < cy < y1
+
+
+def track_one_face(
+    data_300w: Path, model_dir: Path
+) -> tuple[HeadPoseEstimator, GatedDetector, np.ndarray]:
+    """An asynchronous estimator tracking a face, its detector's gate closed again."""
     detector = GatedDetector()
+    detector.gate.set()
     est = asynchronous_estimator(model_dir, detector)
     image, points = helen(data_300w, 1)[0]
-    first = est.estimate(image, 0)  # hands the frame to the detector thread and goes on
+    # Nothing is tracked yet, so this frame waits for its own run: a single image is answered.
+    assert_face_found(est.estimate(image, 0), points)
+    assert est.counters["detector_runs"] == 1 and not est.detection_pending
+    detector.gate.clear()
+    detector.entered.clear()
+    return est, detector, image
+
+
+def test_no_tracking_frame_waits_for_the_asynchronous_detector(
+    data_300w: Path, model_dir: Path
+) -> None:
+    est, detector, image = track_one_face(data_300w, model_dir)
+    _, points = helen(data_300w, 1)[0]
+    later = [est.estimate(image, i * FRAME_NS) for i in range(1, 6)]  # a run is due at 2
     assert detector.entered.wait(timeout=120) and est.detection_pending
-    later = [est.estimate(image, i * FRAME_NS) for i in range(1, 6)]
-    # Six frames finished while the run was still blocked: none of them waited for it.
-    assert not detector.gate.is_set() and est.detection_pending
-    assert all(not f.detector_ran and not f.faces for f in [first, *later])
-    assert est.counters["detector_runs"] == 0
+    # Five frames finished while the run was still blocked: none of them waited for it.
+    assert not detector.gate.is_set()
+    assert all(f.faces and not f.detector_ran for f in later)
+    assert est.counters["detector_runs"] == 1
     detector.gate.set()
     wait_until_idle(est)
     merged = est.estimate(image, 6 * FRAME_NS)  # the first frame after the run merges it
-    assert merged.detector_ran and merged.faces_detected >= 1 and merged.faces
-    x0, y0, x1, y1 = merged.faces[0].box
-    cx, cy = points.mean(axis=0)
-    assert x0 < cx < x1 and y0 < cy < y1
-    assert est.counters["detector_runs"] == 1
+    assert_face_found(merged, points)
+    assert est.counters["detector_runs"] == 2
     est.close()
 
 
 def test_a_run_of_an_old_stream_is_dropped(data_300w: Path, model_dir: Path) -> None:
-    detector = GatedDetector()
-    est = asynchronous_estimator(model_dir, detector)
-    image, _ = helen(data_300w, 1)[0]
-    est.estimate(image, 0)
+    est, detector, image = track_one_face(data_300w, model_dir)
+    _, points = helen(data_300w, 1)[0]
+    est.estimate(image, FRAME_NS)
+    est.estimate(image, 2 * FRAME_NS)  # starts a run, which blocks
     assert detector.entered.wait(timeout=120)
     est.reset()  # a new, unrelated sequence starts while the run is in flight
     detector.gate.set()
     wait_until_idle(est)
-    frame = est.estimate(image, FRAME_NS)
-    assert not frame.detector_ran and not frame.faces
-    assert est.counters["detector_runs_stale"] == 1 and est.counters["detector_runs"] == 0
+    # The old stream's run is dropped; with nothing tracked, the frame waits for its own.
+    frame = est.estimate(image, 3 * FRAME_NS)
+    assert_face_found(frame, points)
+    assert est.counters["detector_runs_stale"] == 1 and est.counters["detector_runs"] == 2
     est.close()
 
 

@@ -111,8 +111,9 @@ class DetectorConfig:
     asynchronous: bool = setting(
         True,
         "Run the detector on its own thread: a frame hands it a copy of the image when a run "
-        "is due and the thread is idle, never waits for it, and the faces it finds join "
-        "tracking at the first frame after it finishes. false = run it inside the frame that "
+        "is due and the thread is idle and, unless it has no face to track, does not wait "
+        "for it: the faces it finds join tracking at the first frame after it finishes. "
+        "false = run it inside the frame that "
         "needs it (deterministic: replays and offline runs give identical results; the "
         "offline tools use this).",
     )

@@ -5,7 +5,9 @@ the detector, which finds new faces, costs several times more over its tile pyra
 the frame that needs it, it sets the frame time's 95th percentile. In asynchronous mode
 :class:`DetectionWorker` takes a copy of a frame when a run is due and its thread is idle,
 and hands the detections back at the first frame after the run finished; the frame itself
-goes on at once. The results then depend on how fast the thread ran, so the offline tools
+goes on at once. Only a frame with nothing to track waits for the run it needs: there is no
+tracking work it could hold up, and a face that appears (or a single image sent once) is then
+answered in its own frame. The results depend on how fast the thread ran, so the offline tools
 and replays use the synchronous mode (``detector.asynchronous: false``), where a due run
 happens inside its frame and a replay gives identical results.
 """
@@ -63,6 +65,7 @@ class _Handover:
     def __init__(self, max_tracking_wait_s: float) -> None:
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
+        self.done = threading.Condition(self.lock)
         self.pending: tuple[np.ndarray, int] | None = None
         self.finished: FinishedRun | None = None
         self.busy = False
@@ -115,6 +118,7 @@ def _serve(handover: _Handover, detector: FaceDetector) -> None:
             size = (image.shape[1], image.shape[0])
             handover.finished = FinishedRun(detections, size, generation)
             handover.busy = False
+            handover.done.notify_all()
 
 
 class DetectionWorker:
@@ -150,6 +154,24 @@ class DetectionWorker:
         with self._handover.lock:
             finished, self._handover.finished = self._handover.finished, None
             return finished
+
+    def wait(self) -> FinishedRun | None:
+        """Wait for the run in flight (if any) to finish, then :meth:`collect`.
+
+        The detector is told no tracking frame is in progress meanwhile, so it runs at full
+        speed for the frame that waits on it.
+        """
+        handover = self._handover
+        was_tracking = not handover.tracking_idle.is_set()
+        handover.tracking_idle.set()
+        try:
+            with handover.lock:
+                while handover.busy and not handover.closed:
+                    handover.done.wait()
+        finally:
+            if was_tracking:
+                handover.tracking_idle.clear()
+        return self.collect()
 
     def tracking(self, busy: bool) -> None:
         """Say that a tracking frame starts (``True``) or ends: the detector pauses meanwhile."""
@@ -195,8 +217,14 @@ class DetectionSchedule:
         self._frames_since_start = 0
         self._generation = 0
 
-    def detections(self, image_bgr: np.ndarray, tracking_asks: bool) -> list[Detection] | None:
-        """Return this frame's detections to merge into tracking, ``None`` when there are none."""
+    def detections(
+        self, image_bgr: np.ndarray, tracking_asks: bool, nothing_tracked: bool = False
+    ) -> list[Detection] | None:
+        """Return this frame's detections to merge into tracking, ``None`` when there are none.
+
+        ``nothing_tracked``: the frame has no face to track, so in asynchronous mode it waits
+        for its own run (a run of an earlier frame still in flight is merged instead).
+        """
         if self.detector is None:
             return None
         due = tracking_asks or self._frames_since_start + 1 >= self.interval_frames
@@ -206,17 +234,25 @@ class DetectionSchedule:
                 return None
             self.counters["detector_runs"] += 1
             return self.detector.detect(image_bgr)
-        finished = self.worker.collect()
+        finished = self._current(self.worker.collect(), image_bgr)
         started = due and self.worker.submit(image_bgr, self._generation)
         self._frames_since_start = 0 if started else self._frames_since_start + 1
+        if finished is None and nothing_tracked:
+            finished = self._current(self.worker.wait(), image_bgr)
+        if finished is None:
+            return None
+        self.counters["detector_runs"] += 1
+        return finished.detections
+
+    def _current(self, finished: FinishedRun | None, image_bgr: np.ndarray) -> FinishedRun | None:
+        """``finished`` unless it belongs to an earlier stream or frame size (then counted)."""
         if finished is None:
             return None
         size = (image_bgr.shape[1], image_bgr.shape[0])
         if finished.generation != self._generation or finished.image_size != size:
             self.counters["detector_runs_stale"] += 1
             return None
-        self.counters["detector_runs"] += 1
-        return finished.detections
+        return finished
 
     @contextlib.contextmanager
     def tracking_frame(self) -> Iterator[None]:

@@ -213,7 +213,9 @@ class HeadPoseEstimator:
                 self._event(result, "invalid_box", why, count=bad)
             source = "external"
         else:
-            detections = self._schedule.detections(image, self.tracker.needs_detection)
+            detections = self._schedule.detections(
+                image, self.tracker.needs_detection, nothing_tracked=not self.tracker.tracks
+            )
             if detections is None:
                 return
             source = "detector"

@@ -40,7 +40,9 @@ class TrainConfig:
 
     Schedule (paper 4.3.2): "pre+sym" trains heatmaps alone for ``pretrain_epochs`` (or
     ``pretrain_fraction`` of a time budget), then all four tasks of loss (5); "sym" all tasks
-    from scratch; "pose" loss (1) alone (the single-task baseline).
+    from scratch; "pose" loss (1) alone (the single-task baseline). The learning rate is
+    halved on validation plateaus; the last ``anneal_epochs`` epochs then follow a cosine from
+    the rate reached down towards zero, so a fixed epoch budget always ends annealed.
     """
 
     name: str = "compact"
@@ -65,6 +67,7 @@ class TrainConfig:
     time_budget_min: float = 0.0
     pretrain_fraction: float = 0.3
     min_learning_rate: float = 1e-5
+    anneal_epochs: int = 0
     heatmap_sigma: float = 1.0
     weights: LossWeights = field(default_factory=LossWeights)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -82,6 +85,11 @@ class TrainConfig:
             raise ValueError(
                 "pre+sym needs 0 < pretrain_epochs < epochs and 0 < pretrain_fraction < 1"
             )
+        first_annealed = self.epochs - self.anneal_epochs
+        if self.anneal_epochs < 0 or first_annealed <= (
+            self.pretrain_epochs if self.schedule == "pre+sym" else 0
+        ):
+            raise ValueError("anneal_epochs must be >= 0 and leave the epochs before it")
         if len(self.source_weights) != 2 or min(self.source_weights) < 0:
             raise ValueError("source_weights needs two non-negative shares (300-W, AFLW)")
 

@@ -347,6 +347,11 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def annealing(config: TrainConfig, epoch: int) -> bool:
+    """Whether ``epoch`` is one of the run's final, cosine-annealed epochs."""
+    return config.anneal_epochs > 0 and epoch >= config.epochs - config.anneal_epochs
+
+
 def _new_optimiser(
     model: MNN, config: TrainConfig
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau]:
@@ -399,7 +404,8 @@ def train(
     else:
         mean, std = pose_statistics(data, config)
         model.set_pose_statistics(torch.as_tensor(mean), torch.as_tensor(std))
-        (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    # The configuration in force; a resumed run may have changed its schedule (epochs, annealing).
+    (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
     optimiser, scheduler = _new_optimiser(model, config)
     if resumed is not None:
         optimiser.load_state_dict(resumed["optimiser"])
@@ -434,9 +440,17 @@ def train(
             state["pretraining"] = False
             state["sym_start_epoch"] = epoch
             optimiser, scheduler = _new_optimiser(model, config)
-        elif converged:
+        elif converged and not annealing(config, epoch):
             print(f"learning rate below {config.min_learning_rate:g}: converged at epoch {epoch}")
             break
+        if annealing(config, epoch):
+            # The last epochs follow a cosine from the rate the plateau rule had reached down
+            # towards zero: a fixed budget ends annealed, whatever the plateaus did before.
+            start = state.setdefault("anneal_from_lr", optimiser.param_groups[0]["lr"])
+            done = epoch - (config.epochs - config.anneal_epochs) + 1
+            factor = 0.5 * (1.0 + math.cos(math.pi * done / (config.anneal_epochs + 1)))
+            for group in optimiser.param_groups:
+                group["lr"] = start * factor
         weights = config.phase_weights(state["pretraining"])
         started = time.monotonic()
         # One random stream per epoch: a resumed run draws exactly what an uninterrupted one would.
@@ -477,7 +491,8 @@ def train(
         result = validate(model, val_batches, config, mean_face_t)
         state["elapsed_s"] += time.monotonic() - started
         phase_total = sum(getattr(weights, name) * value for name, value in result.losses.items())
-        scheduler.step(phase_total)
+        if not annealing(config, epoch):
+            scheduler.step(phase_total)
         record = {
             "epoch": epoch + 1,
             "train": {name: value / max(1, len(batches)) for name, value in sums.items()},

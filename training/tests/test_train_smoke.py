@@ -51,6 +51,17 @@ def test_a_fresh_run_repeats_the_same_weights(tiny_run, tiny_config, tiny_data, 
     assert first["split"] == second["split"]
 
 
+def test_the_last_epochs_are_annealed(tiny_config, tiny_data, tmp_path):
+    config = replace(tiny_config, epochs=4, anneal_epochs=2)
+    _, checkpoint = load_checkpoint(train(config, tmp_path / "run", tiny_data, tmp_path / "cache"))
+    rates = [h["lr"] for h in checkpoint.state["history"]]
+    start = checkpoint.state["anneal_from_lr"]
+    # Cosine from the rate reached, in steps of 1/3 of a half period: 0.75 and 0.25 of it.
+    assert rates[2] == pytest.approx(0.75 * start) and rates[3] == pytest.approx(0.25 * start)
+    with pytest.raises(ValueError, match="anneal_epochs"):
+        replace(tiny_config, epochs=4, anneal_epochs=3)  # would anneal the pre-training
+
+
 def test_shipped_configs_load():
     for name in ("compact", "paper"):
         config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")

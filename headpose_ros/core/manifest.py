@@ -107,9 +107,7 @@ class ModelManifest:
             )
         low, high = self.face_presence.get("min"), self.face_presence.get("clear")
         if set(self.face_presence) != {"min", "clear"} or not 0 < low <= high:
-            raise ModelFileError(
-                f"face_presence needs 0 < min <= clear, got {self.face_presence}"
-            )
+            raise ModelFileError(f"face_presence needs 0 < min <= clear, got {self.face_presence}")
         if "mnn" not in self.files and "encoder" not in self.files:
             raise ModelFileError("manifest lists neither an 'mnn' nor an 'encoder' model file")
 

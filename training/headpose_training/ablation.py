@@ -41,6 +41,7 @@ def run_ablation(
             schedule=schedule,
             epochs=epochs,
             pretrain_epochs=pretrain_epochs,
+            anneal_epochs=0,  # the paper's plateau rule alone, the same for every strategy
             time_budget_min=0.0,
         )
         run_dir = out_dir / schedule.replace("+", "_")

@@ -63,9 +63,13 @@ def test_the_last_epochs_are_annealed(tiny_config, tiny_data, tmp_path):
 
 
 def test_shipped_configs_load():
+    configs = Path(__file__).resolve().parents[1] / "configs"
     for name in ("compact", "paper"):
-        config = load_config(Path(__file__).resolve().parents[1] / "configs" / f"{name}.json")
+        config = load_config(configs / f"{name}.json")
         assert config.schedule == "pre+sym" and config.uses_aflw
+    # The sweep's short schedule must be a valid change of the compact run (annealing included).
+    sweep = json.loads((configs / "sweep.json").read_text())
+    assert replace(load_config(configs / "compact.json"), **sweep["schedule"]).epochs == 6
     with pytest.raises(ValueError, match="schedule"):
         TrainConfig(schedule="pre+pose")
     with pytest.raises(TypeError):

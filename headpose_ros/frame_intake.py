@@ -113,7 +113,7 @@ class FrameIntake:
     def describe(self) -> dict[str, str]:
         """Device, model, the intrinsics in use (or why none) and what detection did so far.
 
-        The detection totals (``pipeline.DETECTION_COUNTERS``: detector runs, faces
+        The detection totals (``results.DETECTION_COUNTERS``: detector runs, faces
         detected, dropped as too small or over ``max_faces``, tracked, published) say
         whether faces were missed, which the published faces alone cannot show.
         """

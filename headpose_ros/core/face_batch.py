@@ -122,6 +122,10 @@ class FaceBatchRunner:
         """Load and check the model files (ModelFileError names a bad one), then warm up."""
         self.model = load_model(config)
         self.manifest = self.model.manifest
+        self.presence_thresholds = (
+            self.manifest.face_presence["min"],
+            self.manifest.face_presence["clear"],
+        )
         self.runner = ModelRunner(self.model, config)
         self.regressor: OcclusionRegressor | None = None
         if config.use_or and not config.encoder_only and "or" in self.model.files:
@@ -157,7 +161,9 @@ class FaceBatchRunner:
                 initial_shape(pose, self.manifest.mean_face_m, size)[0] for pose in outputs.pose_ae
             ]
             points = self._to_image(np.stack(rigid), crops)
-            return FaceBatch(crops, pose_ed, None, None, None, points, finite, 0, (0.0, 0.0))
+            return FaceBatch(
+                crops, pose_ed, None, None, None, points, finite, 0, self.presence_thresholds
+            )
         redo = self._recrops(image, crops, landmarks)
         if redo:
             rows = [index for index, _ in redo]
@@ -191,7 +197,6 @@ class FaceBatchRunner:
         finite &= np.all(np.isfinite(landmarks), axis=(1, 2)) & np.all(
             np.isfinite(visibility), axis=1
         )
-        thresholds = self.manifest.face_presence
         return FaceBatch(
             crops,
             pose_ed,
@@ -201,7 +206,7 @@ class FaceBatchRunner:
             landmarks,
             finite,
             len(redo),
-            (thresholds["min"], thresholds["clear"]),
+            self.presence_thresholds,
         )
 
     @staticmethod

@@ -96,10 +96,17 @@ class Predictions:
     missing: int
 
 
-def _estimator(manifest_path: Path, use_or: bool) -> HeadPoseEstimator:
-    """Build the node's estimator on the CPU, with or without the OR, fed boxes from outside."""
+def _estimator(manifest_path: Path, use_or: bool, own_detector: bool = False) -> HeadPoseEstimator:
+    """Build the node's estimator on the CPU, with or without the OR.
+
+    Fed boxes from outside, or with ``own_detector`` its default detector, run inside each
+    frame (synchronous, deterministic) as ``headpose_run`` runs stills.
+    """
     config = EstimatorConfig()
-    config.detector = replace(config.detector, backend="external")
+    if own_detector:
+        config.detector = replace(config.detector, asynchronous=False)
+    else:
+        config.detector = replace(config.detector, backend="external")
     config.inference = replace(
         config.inference, model_dir=str(manifest_path.parent), device="cpu", use_or=use_or
     )
@@ -164,10 +171,7 @@ def product_path(
     the one overlapping the annotated box (``tools.annotations.annotated_face``), so a missed
     face counts as missing (``missing``), never another face in its place.
     """
-    config = EstimatorConfig()
-    config.detector = replace(config.detector, asynchronous=False)
-    config.inference = replace(config.inference, model_dir=str(manifest_path.parent), device="cpu")
-    estimator = HeadPoseEstimator(config)
+    estimator = _estimator(manifest_path, use_or=True, own_detector=True)
     points = estimator.manifest.scheme.num_points
     count = len(images)
     result = Predictions(

@@ -347,9 +347,16 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def annealing(config: TrainConfig, epoch: int) -> bool:
-    """Whether ``epoch`` is one of the run's final, cosine-annealed epochs."""
-    return config.anneal_epochs > 0 and epoch >= config.epochs - config.anneal_epochs
+def anneal_factor(config: TrainConfig, epoch: int) -> float | None:
+    """Share of the annealing's starting rate for ``epoch``; ``None`` before the annealing.
+
+    The last ``anneal_epochs`` epochs follow a cosine from the rate the plateau rule had
+    reached down towards zero: a fixed budget ends annealed, whatever the plateaus did before.
+    """
+    first = config.epochs - config.anneal_epochs
+    if config.anneal_epochs <= 0 or epoch < first:
+        return None
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - first + 1) / (config.anneal_epochs + 1)))
 
 
 def _new_optimiser(
@@ -431,6 +438,7 @@ def train(
             )
             break
         converged = optimiser.param_groups[0]["lr"] < config.min_learning_rate
+        annealed = anneal_factor(config, epoch)
         if state["pretraining"] and (
             converged or config.pretraining_done(epoch, state["elapsed_s"])
         ):
@@ -440,17 +448,13 @@ def train(
             state["pretraining"] = False
             state["sym_start_epoch"] = epoch
             optimiser, scheduler = _new_optimiser(model, config)
-        elif converged and not annealing(config, epoch):
+        elif converged and annealed is None:
             print(f"learning rate below {config.min_learning_rate:g}: converged at epoch {epoch}")
             break
-        if annealing(config, epoch):
-            # The last epochs follow a cosine from the rate the plateau rule had reached down
-            # towards zero: a fixed budget ends annealed, whatever the plateaus did before.
+        if annealed is not None:
             start = state.setdefault("anneal_from_lr", optimiser.param_groups[0]["lr"])
-            done = epoch - (config.epochs - config.anneal_epochs) + 1
-            factor = 0.5 * (1.0 + math.cos(math.pi * done / (config.anneal_epochs + 1)))
             for group in optimiser.param_groups:
-                group["lr"] = start * factor
+                group["lr"] = start * annealed
         weights = config.phase_weights(state["pretraining"])
         started = time.monotonic()
         # One random stream per epoch: a resumed run draws exactly what an uninterrupted one would.
@@ -491,7 +495,7 @@ def train(
         result = validate(model, val_batches, config, mean_face_t)
         state["elapsed_s"] += time.monotonic() - started
         phase_total = sum(getattr(weights, name) * value for name, value in result.losses.items())
-        if not annealing(config, epoch):
+        if annealed is None:  # the plateau rule no longer acts once the cosine has begun
             scheduler.step(phase_total)
         record = {
             "epoch": epoch + 1,

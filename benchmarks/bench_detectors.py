@@ -43,7 +43,7 @@ import numpy as np
 from bench_pipeline import face_patches  # the benchmarks' folder is the script's own
 
 from headpose_ros.core.config import DetectorConfig, config_from_flat
-from headpose_ros.core.detection import create_detector
+from headpose_ros.core.detection import create_detector, open_blazeface
 from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
 
@@ -81,28 +81,17 @@ def split_items(data_dir: Path, split: str) -> list[tuple[Path, np.ndarray]]:
     ]
 
 
-def raw_mediapipe_boxes(graph, image_bgr: np.ndarray) -> list[np.ndarray]:  # noqa: ANN001
-    """MediaPipe boxes in its own convention (for calibration)."""
-    height, width = image_bgr.shape[:2]
-    result = graph.process(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB))
-    boxes = []
-    for found in result.detections or []:
-        rel = found.location_data.relative_bounding_box
-        x0, y0 = rel.xmin * width, rel.ymin * height
-        boxes.append(np.array([x0, y0, x0 + rel.width * width, y0 + rel.height * height]))
-    return boxes
-
-
 def calibrate(data_dir: Path, model_selection: int) -> None:
-    """Fit centre offset and scale from MediaPipe's box to the landmark box on helen_train."""
-    from mediapipe.python.solutions import face_detection
+    """Fit centre offset and scale from BlazeFace's raw box to the landmark box on helen_train.
 
-    graph = face_detection.FaceDetection(
-        model_selection=model_selection, min_detection_confidence=0.3
-    )
+    The raw boxes are taken at the default ``detector.min_score``: BlazeFace blends the boxes of
+    all its anchors above that score, so the threshold shapes the box.
+    """
+    blazeface = open_blazeface(model_selection, DetectorConfig().min_score)
     ratios = []
     for jpg, target in split_items(data_dir, "helen_train"):
-        boxes = raw_mediapipe_boxes(graph, cv2.imread(str(jpg)))
+        faces = blazeface.run(cv2.cvtColor(cv2.imread(str(jpg)), cv2.COLOR_BGR2RGB))
+        boxes = [np.array([x, y, x + w, y + h]) for _, x, y, w, h in faces]
         if not boxes:
             continue
         best = max(boxes, key=lambda b: box_iou(b, target))
@@ -117,6 +106,7 @@ def calibrate(data_dir: Path, model_selection: int) -> None:
                 (target[3] - target[1]) / h,
             ]
         )
+    blazeface.close()
     dx, dy, sx, sy = np.median(np.array(ratios), axis=0)
     print(
         f"calibration of model {model_selection} from {len(ratios)} faces: "
@@ -312,10 +302,32 @@ def ours(settings: dict) -> Detect:
     return lambda image: [d.box for d in detector.detect(image)]
 
 
+def through_estimator(settings: dict) -> Detect:
+    """Run the product path on stills: the shipped estimator, its detector and network check.
+
+    Each frame is a new sequence (detection inside the frame); its faces are the published
+    ones, so false positives are those the network did not reject (``not_a_face``).
+    """
+    from headpose_ros.core.pipeline import HeadPoseEstimator
+
+    estimator = HeadPoseEstimator(
+        config_from_flat({"inference.device": "cpu", "detector.asynchronous": False, **settings})
+    )
+
+    def published(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        estimator.reset()
+        return [face.box for face in estimator.estimate(image, 1_000_000_000).faces]
+
+    return published
+
+
 def detectors(shared: Path, names: list[str] | None) -> dict[str, Detect]:
     """Detector name -> callable(image) -> boxes; ours first, then the peers."""
     found: dict[str, Detect] = {
         "default (ours)": ours({}),
+        "default through the estimator (published faces)": through_estimator({}),
+        "min_score 0.3": ours({"min_score": 0.3}),
+        "min_score 0.3 through the estimator": through_estimator({"detector.min_score": 0.3}),
         "full-range whole frame (old default)": ours(
             {"model_selection": 1, "smallest_face_px": 0}
         ),

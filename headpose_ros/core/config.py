@@ -79,8 +79,9 @@ class DetectorConfig:
         0,
         "MediaPipe model: 0 = short range (128 px input), the one that finds turned heads: "
         "run on the tile pyramid it finds 99-100% of the faces with |yaw| < 60 degrees and "
-        "97.5% of the profiles in benchmarks/bench_detectors.py; 1 = full range (192 px "
-        "input), which misses most faces turned beyond 30 degrees at any scale.",
+        "most profiles in benchmarks/bench_detectors.py; 1 = full range (192 px input), which "
+        "misses most faces turned beyond 30 degrees at any scale and reports no face below a "
+        "score of 0.5.",
         low=0,
         high=1,
     )
@@ -95,9 +96,11 @@ class DetectorConfig:
     )
     min_score: float = setting(
         0.5,
-        "Detections below this confidence are ignored (MediaPipe itself reports none below "
-        "0.5). 0.6 drops three quarters of the tile pyramid's false positives but also 3% of "
-        "the faces turned beyond 60 degrees and 4% of the far ones.",
+        "Detections below this confidence are ignored. Turned heads score low: on held-out "
+        "AFLW photos 0.3 finds 94% of the faces turned beyond 60 degrees where 0.5 finds 89% "
+        "(stills), but in video its extra detections can start false tracks beside a face "
+        "(benchmarks/bench_pipeline.py: 1.24 faces per frame for 1). Detections under 0.5 "
+        "must be seen clearly by the network. The full-range model reports none below 0.5.",
         low=0.0,
         high=1.0,
     )

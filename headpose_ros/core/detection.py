@@ -16,6 +16,8 @@ import abc
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -33,6 +35,7 @@ __all__ = [
     "external_detections",
     "filter_detections",
     "merge_detections",
+    "open_blazeface",
     "tile_pyramid",
 ]
 
@@ -70,11 +73,12 @@ class BoxCalibration:
 
 
 #: Per MediaPipe ``model_selection``; fitted by ``benchmarks/bench_detectors.py --calibrate`` on
-#: 300-W helen_train (median of the per-face ratios). MediaPipe's box is larger than the
+#: 300-W helen_train (median of the per-face ratios; raw boxes at the default ``min_score``,
+#: since BlazeFace blends the boxes of its anchors above it). MediaPipe's box is larger than the
 #: landmark box (it includes forehead and cheeks) and centred higher (the landmarks start at the
 #: brows), so without this map every crop would be too loose and too high for the model.
 MEDIAPIPE_TO_LANDMARK_BOX = {
-    0: BoxCalibration(dx=-0.005, dy=0.044, sx=0.941, sy=0.917),
+    0: BoxCalibration(dx=-0.001, dy=0.048, sx=0.943, sy=0.919),
     1: BoxCalibration(dx=0.001, dy=0.082, sx=0.885, sy=0.863),
 }
 
@@ -96,6 +100,15 @@ MERGE_CONTAINMENT = 0.6
 #: score: on AFLW scenes and helen_test 80% of the pyramid's false positives are such single
 #: views, 2% of the real faces (measured with benchmarks/bench_detectors.py).
 SINGLE_VIEW_MIN_SCORE = 0.6
+#: A detection is a part of a bigger, at least as confident face (an ear, an eye, a chin that
+#: BlazeFace scores as a face, mostly beside turned heads) when its side is below this share
+#: of the other's and most of it (:data:`PART_INSIDE_SHARE`) lies in the other's head region,
+#: the box grown by :data:`PART_HEAD_GROWTH`. On held-out AFLW scenes this drops 70% of the
+#: false positives and no face. Without the score condition, low-scored false positives on
+#: large background patches swallowed the real small faces inside them.
+PART_SIDE_RATIO = 0.6
+PART_HEAD_GROWTH = 1.6
+PART_INSIDE_SHARE = 0.5
 #: External box coordinates beyond this (pixels) are corrupt, not faces.
 _MAX_COORDINATE = 1e6
 #: Share of a face box that must lie inside the image for the face to be processed.
@@ -131,7 +144,7 @@ class FaceDetector(abc.ABC):
 
 
 class MediaPipeFaceDetector(FaceDetector):
-    """MediaPipe 0.10.14 BlazeFace (legacy ``solutions`` API, offline) over a tile pyramid.
+    """MediaPipe 0.10.14 BlazeFace over a tile pyramid (the wheel's models, offline).
 
     BlazeFace finds a face reliably only when the face fills a fair share of the model's
     input: short-range (128 px input) finds 99-100% of real faces with |yaw| < 30 degrees and
@@ -142,29 +155,19 @@ class MediaPipeFaceDetector(FaceDetector):
     every face lies whole in a tile of about its level) down to tiles
     :data:`TILE_FACE_RATIO` times ``smallest_face_px``. Detections cut by an inner tile
     edge are dropped (the neighbouring tile holds that face whole), and the rest are merged
-    by overlap, best score first. Its models ship inside the wheel: nothing is downloaded at
-    run time.
+    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). The
+    short-range model runs through the Tasks API, which reports turned heads' low scores
+    down to ``min_score``. Its models ship inside the wheel: nothing is downloaded at run
+    time.
     """
 
     def __init__(self, config: DetectorConfig) -> None:
         """Build the MediaPipe graph (import is deferred: mediapipe is heavy to import)."""
-        try:
-            from mediapipe.python.solutions import face_detection
-        except ImportError as error:
-            raise ConfigError(
-                f"detector.backend=mediapipe needs mediapipe 0.10.14 ({error}); install it or "
-                "use detector.backend=external with boxes from another detector"
-            ) from error
-
         self._calibration = MEDIAPIPE_TO_LANDMARK_BOX[config.model_selection]
         self._smallest_face_px = config.smallest_face_px
-        # The graph's own threshold does not follow min_detection_confidence below its
-        # built-in 0.5 or above it (measured), so the setting is applied here as well.
         self._min_score = config.min_score
         before = _thread_ids()
-        self._graph = face_detection.FaceDetection(
-            model_selection=config.model_selection, min_detection_confidence=config.min_score
-        )
+        self._blazeface = open_blazeface(config.model_selection, config.min_score)
         # The graph runs its model on threads of its own, started with it.
         self._threads = _thread_ids() - before
 
@@ -192,16 +195,13 @@ class MediaPipeFaceDetector(FaceDetector):
         self, rgb: np.ndarray, x0: int, y0: int, x1: int, y1: int, is_tile: bool
     ) -> list[Detection]:
         """Detect in one region (image pixels); on a tile, drop faces cut by an inner edge."""
-        result = self._graph.process(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-        width, height = x1 - x0, y1 - y0
         image_height, image_width = rgb.shape[:2]
         kept = []
-        for found in result.detections or []:
-            if found.score[0] < self._min_score:
+        for score, left, top, box_width, box_height in self._blazeface.run(rgb[y0:y1, x0:x1]):
+            if score < self._min_score:
                 continue
-            rel = found.location_data.relative_bounding_box
-            bx0, by0 = x0 + rel.xmin * width, y0 + rel.ymin * height
-            bx1, by1 = bx0 + rel.width * width, by0 + rel.height * height
+            bx0, by0 = x0 + left, y0 + top
+            bx1, by1 = bx0 + box_width, by0 + box_height
             cut = is_tile and (
                 (bx0 < x0 and x0 > 0)
                 or (by0 < y0 and y0 > 0)
@@ -210,7 +210,7 @@ class MediaPipeFaceDetector(FaceDetector):
             )
             if not cut:
                 box = self._calibration.apply(bx0, by0, bx1, by1)
-                kept.append(Detection(box=box, score=float(found.score[0])))
+                kept.append(Detection(box=box, score=score))
         return kept
 
     def native_threads(self) -> set[int]:
@@ -219,6 +219,111 @@ class MediaPipeFaceDetector(FaceDetector):
 
     def close(self) -> None:
         """Close the MediaPipe graph and its worker threads."""
+        self._blazeface.close()
+
+
+#: One BlazeFace detection in the pixels of the region it ran on: score, left, top, width, height.
+RawFace = tuple[float, float, float, float, float]
+
+
+def open_blazeface(model_selection: int, min_score: float) -> _TasksBlazeFace | _LegacyBlazeFace:
+    """BlazeFace of ``model_selection`` as a ``run(rgb) -> list[RawFace]`` object, boxes raw.
+
+    The raw boxes are BlazeFace's own (score-weighted blends of its anchors down to
+    ``min_score``), before :data:`MEDIAPIPE_TO_LANDMARK_BOX`; ``close()`` stops its threads.
+    """
+    if model_selection == 0:
+        return _TasksBlazeFace(min_score)
+    return _LegacyBlazeFace(model_selection, min_score)
+
+
+def _import_mediapipe() -> Any:
+    """Import mediapipe, or say which setting needs it."""
+    try:
+        import mediapipe
+    except ImportError as error:
+        raise ConfigError(
+            f"detector.backend=mediapipe needs mediapipe 0.10.14 ({error}); install it or "
+            "use detector.backend=external with boxes from another detector"
+        ) from error
+    return mediapipe
+
+
+class _TasksBlazeFace:
+    """Short-range BlazeFace through MediaPipe's Tasks API, which reports scores below 0.5.
+
+    Turned heads score low: a threshold under the legacy graph's fixed 0.5 is what finds
+    profiles. The model file is the one the wheel ships for the legacy graph.
+    """
+
+    def __init__(self, min_score: float) -> None:
+        mediapipe = _import_mediapipe()
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        model = Path(mediapipe.__file__).parent / "modules" / "face_detection"
+        self._image, self._srgb = mediapipe.Image, mediapipe.ImageFormat.SRGB
+        self._graph = vision.FaceDetector.create_from_options(
+            vision.FaceDetectorOptions(
+                base_options=BaseOptions(
+                    model_asset_path=str(model / "face_detection_short_range.tflite")
+                ),
+                min_detection_confidence=min_score,
+            )
+        )
+
+    def run(self, rgb: np.ndarray) -> list[RawFace]:
+        """Faces in an RGB region."""
+        image = self._image(image_format=self._srgb, data=np.ascontiguousarray(rgb))
+        return [
+            (
+                float(found.categories[0].score),
+                found.bounding_box.origin_x,
+                found.bounding_box.origin_y,
+                found.bounding_box.width,
+                found.bounding_box.height,
+            )
+            for found in self._graph.detect(image).detections
+        ]
+
+    def close(self) -> None:
+        """Stop the graph's threads."""
+        self._graph.close()
+
+
+class _LegacyBlazeFace:
+    """Full-range BlazeFace through the legacy ``solutions`` graph.
+
+    The Tasks API cannot decode the full-range model (its anchors are fixed to the short
+    range's); the legacy graph reports no face below 0.5 whatever the setting.
+    """
+
+    def __init__(self, model_selection: int, min_score: float) -> None:
+        _import_mediapipe()
+        from mediapipe.python.solutions import face_detection
+
+        self._graph = face_detection.FaceDetection(
+            model_selection=model_selection, min_detection_confidence=min_score
+        )
+
+    def run(self, rgb: np.ndarray) -> list[RawFace]:
+        """Faces in an RGB region."""
+        height, width = rgb.shape[:2]
+        faces = []
+        for found in self._graph.process(np.ascontiguousarray(rgb)).detections or []:
+            box = found.location_data.relative_bounding_box
+            faces.append(
+                (
+                    float(found.score[0]),
+                    box.xmin * width,
+                    box.ymin * height,
+                    box.width * width,
+                    box.height * height,
+                )
+            )
+        return faces
+
+    def close(self) -> None:
+        """Stop the graph's threads."""
         self._graph.close()
 
 
@@ -276,7 +381,8 @@ def merge_detections(
     mostly (:data:`MERGE_CONTAINMENT`) inside the other: the same face seen in two tiles or
     at two levels, or a part of a face seen as a face. A face seen only once is kept from
     ``single_view_min_score``: over a tile pyramid a real face is usually found by several
-    overlapping tiles and levels, a face-like texture by one.
+    overlapping tiles and levels, a face-like texture by one. Last, detections that are parts
+    of a bigger face at least as confident (:data:`PART_SIDE_RATIO`) are dropped.
     """
     kept: list[Detection] = []
     views: list[int] = []
@@ -288,11 +394,28 @@ def merge_detections(
             views.append(1)
         else:
             views[twin] += 1
-    return [
+    faces = [
         detection
         for detection, seen in zip(kept, views, strict=True)
         if seen > 1 or detection.score >= single_view_min_score
     ]
+    return [
+        d
+        for d in faces
+        if not any(other.score >= d.score and _part_of(d.box, other.box) for other in faces)
+    ]
+
+
+def _part_of(small: tuple[float, ...], big: tuple[float, ...]) -> bool:
+    """Whether ``small`` is a piece of the face ``big``: much smaller, inside its head region."""
+    small_side, big_side = small[2] - small[0], big[2] - big[0]
+    if small_side >= PART_SIDE_RATIO * big_side:
+        return False
+    cx, cy = (big[0] + big[2]) / 2.0, (big[1] + big[3]) / 2.0
+    half_w, half_h = PART_HEAD_GROWTH * big_side / 2.0, PART_HEAD_GROWTH * (big[3] - big[1]) / 2.0
+    ix = max(0.0, min(small[2], cx + half_w) - max(small[0], cx - half_w))
+    iy = max(0.0, min(small[3], cy + half_h) - max(small[1], cy - half_h))
+    return ix * iy > PART_INSIDE_SHARE * small_side * (small[3] - small[1])
 
 
 def _same_face(a: np.ndarray, b: np.ndarray) -> bool:

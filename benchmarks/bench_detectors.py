@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -46,6 +47,9 @@ from headpose_ros.core.config import DetectorConfig, config_from_flat
 from headpose_ros.core.detection import create_detector, open_blazeface
 from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
+
+if TYPE_CHECKING:
+    from headpose_ros.core.pipeline import HeadPoseEstimator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 181.0))
@@ -268,19 +272,25 @@ def grid_frame(data_dir: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     return frame, boxes
 
 
-def grid_through_estimator(frame: np.ndarray, boxes: list[np.ndarray], frames: int) -> list[int]:
-    """Faces the shipped estimator reports per frame on the grid, over ``frames`` frames."""
+def shipped_estimator(settings: dict) -> HeadPoseEstimator:
+    """Build the shipped estimator on the CPU, detecting inside each frame (deterministic)."""
     from headpose_ros.core.pipeline import HeadPoseEstimator
 
-    estimator = HeadPoseEstimator(
+    return HeadPoseEstimator(
         config_from_flat(
             {
                 "inference.device": "cpu",
                 "tracking.deterministic_ids": True,
                 "detector.asynchronous": False,
+                **settings,
             }
         )
     )
+
+
+def grid_through_estimator(frame: np.ndarray, boxes: list[np.ndarray], frames: int) -> list[int]:
+    """Faces the shipped estimator reports per frame on the grid, over ``frames`` frames."""
+    estimator = shipped_estimator({})
     counts = []
     for index in range(frames):
         result = estimator.estimate(frame, index * 33_333_333)
@@ -308,11 +318,7 @@ def through_estimator(settings: dict) -> Detect:
     Each frame is a new sequence (detection inside the frame); its faces are the published
     ones, so false positives are those the network did not reject (``not_a_face``).
     """
-    from headpose_ros.core.pipeline import HeadPoseEstimator
-
-    estimator = HeadPoseEstimator(
-        config_from_flat({"inference.device": "cpu", "detector.asynchronous": False, **settings})
-    )
+    estimator = shipped_estimator(settings)
 
     def published(image: np.ndarray) -> list[tuple[float, float, float, float]]:
         estimator.reset()
@@ -321,36 +327,45 @@ def through_estimator(settings: dict) -> Detect:
     return published
 
 
+def yunet(model: Path) -> Detect:
+    """Build the YuNet peer (OpenCV's FaceDetectorYN; its own box convention)."""
+    detector = cv2.FaceDetectorYN.create(str(model), "", (320, 320), 0.6)
+
+    def run_yunet(image: np.ndarray) -> list[tuple[float, float, float, float]]:
+        detector.setInputSize((image.shape[1], image.shape[0]))
+        _, faces = detector.detect(image)
+        if faces is None:
+            return []
+        return [(f[0], f[1], f[0] + f[2], f[1] + f[3]) for f in faces]
+
+    return run_yunet
+
+
 def detectors(shared: Path, names: list[str] | None) -> dict[str, Detect]:
-    """Detector name -> callable(image) -> boxes; ours first, then the peers."""
-    found: dict[str, Detect] = {
-        "default (ours)": ours({}),
-        "default through the estimator (published faces)": through_estimator({}),
-        "min_score 0.3": ours({"min_score": 0.3}),
-        "min_score 0.3 through the estimator": through_estimator({"detector.min_score": 0.3}),
-        "full-range whole frame (old default)": ours(
+    """Detector name -> callable(image) -> boxes; ours first, then the peers.
+
+    Only the named ones (all when ``names`` is empty) are built: each holds MediaPipe graphs,
+    and the estimator rows a whole model.
+    """
+    builders: dict[str, Callable[[], Detect]] = {
+        "default (ours)": lambda: ours({}),
+        "default through the estimator (published faces)": lambda: through_estimator({}),
+        "min_score 0.3": lambda: ours({"min_score": 0.3}),
+        "min_score 0.3 through the estimator": lambda: through_estimator(
+            {"detector.min_score": 0.3}
+        ),
+        "full-range whole frame (old default)": lambda: ours(
             {"model_selection": 1, "smallest_face_px": 0}
         ),
-        "short-range whole frame": ours({"smallest_face_px": 0}),
-        "short-range tiles to 64 px": ours({"smallest_face_px": 64}),
-        "short-range tiles to 32 px": ours({"smallest_face_px": 32}),
-        "short-range tiles to 24 px": ours({"smallest_face_px": 24}),
+        "short-range whole frame": lambda: ours({"smallest_face_px": 0}),
+        "short-range tiles to 64 px": lambda: ours({"smallest_face_px": 64}),
+        "short-range tiles to 32 px": lambda: ours({"smallest_face_px": 32}),
+        "short-range tiles to 24 px": lambda: ours({"smallest_face_px": 24}),
     }
     yunet_path = shared / "peers" / "yunet" / "yunet_n_320_320.onnx"
     if yunet_path.is_file() and hasattr(cv2, "FaceDetectorYN"):
-        yunet = cv2.FaceDetectorYN.create(str(yunet_path), "", (320, 320), 0.6)
-
-        def run_yunet(image: np.ndarray) -> list[tuple[float, float, float, float]]:
-            yunet.setInputSize((image.shape[1], image.shape[0]))
-            _, faces = yunet.detect(image)
-            if faces is None:
-                return []
-            return [(f[0], f[1], f[0] + f[2], f[1] + f[3]) for f in faces]
-
-        found["yunet (peer; own box)"] = run_yunet
-    if names:
-        found = {name: detect for name, detect in found.items() if name in names}
-    return found
+        builders["yunet (peer; own box)"] = lambda: yunet(yunet_path)
+    return {name: build() for name, build in builders.items() if not names or name in names}
 
 
 # ----------------------------------------------------------------------------- report

@@ -198,6 +198,7 @@ class MediaPipeFaceDetector(FaceDetector):
         image_height, image_width = rgb.shape[:2]
         kept = []
         for score, left, top, box_width, box_height in self._blazeface.run(rgb[y0:y1, x0:x1]):
+            # The legacy graph does not follow its threshold above 0.5 either (measured).
             if score < self._min_score:
                 continue
             bx0, by0 = x0 + left, y0 + top

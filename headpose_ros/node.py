@@ -70,6 +70,10 @@ _OUTPUTS = {
 }
 
 
+#: Longest wait of the main loop for work, so Ctrl-C / SIGTERM are handled within it (seconds).
+_SIGNAL_POLL_S = 0.2
+
+
 class HeadPoseNode(LifecycleNode):
     """Lifecycle node estimating head pose, landmarks, visibility and attention per face."""
 
@@ -261,7 +265,10 @@ def main(args: list[str] | None = None) -> None:
 
     rclpy's own signal handlers would shut the context down on Ctrl-C, before the node could
     go through its shutdown transition; here Ctrl-C and SIGTERM interrupt the spin instead, and
-    the node leaves through ``trigger_shutdown`` while the context still works.
+    the node leaves through ``trigger_shutdown`` while the context still works. Python runs
+    those handlers only between waits, so the spin waits at most :data:`_SIGNAL_POLL_S` at a
+    time: an inactive or unconfigured node has no timer to end a wait, and would otherwise
+    ignore Ctrl-C until killed.
     """
     dds_profile = use_large_image_profile()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -283,8 +290,8 @@ def main(args: list[str] | None = None) -> None:
                 exit_code = 1
             else:
                 node.trigger_activate()
-        if not exit_code:
-            executor.spin()
+        while not exit_code and rclpy.ok():
+            executor.spin_once(timeout_sec=_SIGNAL_POLL_S)
     except KeyboardInterrupt:
         pass
     finally:

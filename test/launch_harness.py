@@ -107,6 +107,21 @@ def ros2(*arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
     )
 
 
+def ros2_at_node(*arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run a ``ros2`` command addressed to a node, again while it answers "Node not found".
+
+    Without the daemon each command discovers the graph afresh within its ``--spin-time``; on a
+    loaded machine that can miss a node that is there, and the command then did nothing, so
+    repeating it is safe.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = ros2(*arguments)
+        if "Node not found" not in result.stdout + result.stderr or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
 def ros2_until(expected: str, *arguments: str, timeout: float = 120.0) -> str:
     """Repeat a ``ros2`` query until its output contains ``expected`` (discovery takes a while).
 

@@ -367,14 +367,32 @@ def test_external_boxes_replace_the_detector(tmp_path: Path, model_dir: Path, ro
         assert len(faces) == 1 and faces[0].detection_score == 0.625
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("stop_signal", "transitions"),
+    [
+        (signal.SIGINT, ()),
+        (signal.SIGTERM, ()),
+        # No timer runs in these states to end the executor's wait: the signal must still stop
+        # the node (it used to hang there until launch killed it).
+        (signal.SIGINT, (Transition.TRANSITION_DEACTIVATE,)),
+        (signal.SIGTERM, (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP)),
+    ],
+    ids=["SIGINT-active", "SIGTERM-active", "SIGINT-inactive", "SIGTERM-unconfigured"],
+)
 def test_stopping_goes_through_the_shutdown_transition(
-    tmp_path: Path, model_dir: Path, ros_context, stop_signal: int
+    tmp_path: Path,
+    model_dir: Path,
+    ros_context,
+    stop_signal: int,
+    transitions: tuple[int, ...],
 ) -> None:
     from lifecycle_msgs.msg import TransitionEvent
 
     params = write_params(tmp_path / "p.yaml", model_dir)
     with node_and_probe(params, ros_context) as (probe, process):
+        for transition in transitions:
+            assert _transition(probe, transition)
+            assert _state(probe) == _TARGET[transition]
         probe.subscribe("headpose/transition_event", TransitionEvent)
         assert probe.spin_until(
             lambda: probe.node.count_publishers("/test/headpose/transition_event") > 0, 10.0

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from launch_harness import probe_on, ros2, ros2_until, start_ros2
+from launch_harness import probe_on, ros2, ros2_at_node, ros2_until, start_ros2
 from node_harness import astronaut_frame, image_message
 
 NAMESPACE = "/cli_test"
@@ -96,29 +96,29 @@ def test_ros2_run_with_a_missing_model_fails_naming_the_file(tmp_path: Path) -> 
 
 
 def test_ros2_param_set_rejects_out_of_range_and_accepts_valid(launched) -> None:
-    rejected = ros2("param", "set", NODE, "detector.min_score", "5.0", *DISCOVERY)
+    rejected = ros2_at_node("param", "set", NODE, "detector.min_score", "5.0", *DISCOVERY)
     assert "Setting parameter failed" in rejected.stderr, rejected.stdout + rejected.stderr
     assert "out of range" in rejected.stderr and "Max: 1.0" in rejected.stderr
-    kept = ros2("param", "get", NODE, "detector.min_score", *DISCOVERY)
+    kept = ros2_at_node("param", "get", NODE, "detector.min_score", *DISCOVERY)
     assert kept.stdout.strip() == "Double value is: 0.5", kept.stdout + kept.stderr
 
-    accepted = ros2("param", "set", NODE, "detector.min_score", "0.7", *DISCOVERY)
+    accepted = ros2_at_node("param", "set", NODE, "detector.min_score", "0.7", *DISCOVERY)
     assert accepted.stdout.strip() == "Set parameter successful", accepted.stderr
-    changed = ros2("param", "get", NODE, "detector.min_score", *DISCOVERY)
+    changed = ros2_at_node("param", "get", NODE, "detector.min_score", *DISCOVERY)
     assert changed.stdout.strip() == "Double value is: 0.7", changed.stdout + changed.stderr
-    ros2("param", "set", NODE, "detector.min_score", "0.5", *DISCOVERY)
+    ros2_at_node("param", "set", NODE, "detector.min_score", "0.5", *DISCOVERY)
 
 
 def test_ros2_lifecycle_set_and_get(launched) -> None:
     def state() -> str:
-        result = ros2("lifecycle", "get", NODE, *DISCOVERY)
+        result = ros2_at_node("lifecycle", "get", NODE, *DISCOVERY)
         return (result.stdout + result.stderr).strip()
 
     assert state() == "active [3]"
-    deactivate = ros2("lifecycle", "set", NODE, "deactivate", *DISCOVERY)
+    deactivate = ros2_at_node("lifecycle", "set", NODE, "deactivate", *DISCOVERY)
     assert deactivate.stdout.strip() == "Transitioning successful", deactivate.stderr
     assert state() == "inactive [2]"
-    activate = ros2("lifecycle", "set", NODE, "activate", *DISCOVERY)
+    activate = ros2_at_node("lifecycle", "set", NODE, "activate", *DISCOVERY)
     assert activate.stdout.strip() == "Transitioning successful", activate.stderr
     assert state() == "active [3]"
 

@@ -5,7 +5,8 @@
 
 Arguments: namespace, params_file (default: the package's config/headpose.yaml), image,
 compressed_image (used with input.transport: compressed), camera_info, face_boxes (used with
-input.external_boxes: true), log_level. Outputs appear under the namespace: faces, pose, poses,
+input.external_boxes: true), use_sim_time (true when replaying a bag with
+``ros2 bag play --clock``), log_level. Outputs appear under the namespace: faces, pose, poses,
 markers, debug_image; diagnostics on /diagnostics.
 """
 
@@ -28,6 +29,11 @@ ARGUMENTS = {
     ),
     "camera_info": ("/camera/camera_info", "sensor_msgs/CameraInfo of the image (metric pose)."),
     "face_boxes": ("/faces/boxes", "Upstream face boxes (input.external_boxes: true)."),
+    "use_sim_time": (
+        "false",
+        "Take time from /clock (true when replaying a bag with `ros2 bag play --clock`): "
+        "stamps of /diagnostics and its period follow the bag.",
+    ),
     "log_level": ("info", "Logging level of the node."),
 }
 
@@ -43,7 +49,10 @@ def generate_launch_description() -> LaunchDescription:
         executable="headpose_node",
         name="headpose",
         namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file"), {"autostart": True}],
+        parameters=[
+            LaunchConfiguration("params_file"),
+            {"autostart": True, "use_sim_time": LaunchConfiguration("use_sim_time")},
+        ],
         remappings=[
             ("image", LaunchConfiguration("image")),
             ("image/compressed", LaunchConfiguration("compressed_image")),

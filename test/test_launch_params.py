@@ -2,7 +2,9 @@
 
 The file sets three values away from their defaults, the way a user tunes the node on a robot;
 the test reads them back through the node's parameter service and checks their effect: the
-disabled outputs have no publisher while the others do, and faces still come out.
+disabled outputs have no publisher while the others do, and faces still come out. The launch
+also sets ``use_sim_time:=true`` (as for a bag replayed with ``--clock``, here with no clock
+published at all): the node takes it as a boolean and still answers every image.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import launch_testing.asserts
 import pytest
 from launch import LaunchDescription
 from node_harness import astronaut_frame, image_message
+from rcl_interfaces.msg import ParameterType
 from rcl_interfaces.srv import GetParameters
 
 NAMESPACE = "/params_test"
@@ -43,6 +46,7 @@ def generate_test_description():
         "namespace": NAMESPACE.strip("/"),
         "image": IMAGE_TOPIC,
         "params_file": str(params_file),
+        "use_sim_time": "true",
     }
     description = LaunchDescription(
         [launch_harness.headpose_launch(arguments), launch_testing.actions.ReadyToTest()]
@@ -64,14 +68,18 @@ class TestOverrides(unittest.TestCase):
                     "output.markers",
                     "detector.min_score",
                     "output.pose_stamped",
+                    "use_sim_time",
                 ]
             )
             future = client.call_async(request)
             self.assertTrue(probe.spin_until(future.done, 30.0))
-            pose_array, markers, min_score, pose_stamped = future.result().values
+            pose_array, markers, min_score, pose_stamped, sim_time = future.result().values
             self.assertEqual(
                 (pose_array.bool_value, markers.bool_value, min_score.double_value),
                 (False, False, 0.7),
+            )
+            self.assertEqual(
+                (sim_time.type, sim_time.bool_value), (ParameterType.PARAMETER_BOOL, True)
             )
             self.assertTrue(
                 pose_stamped.bool_value, "a value the file leaves alone keeps its default"

@@ -114,8 +114,9 @@ class FrameIntake:
         """Device, model, the intrinsics in use (or why none) and what detection did so far.
 
         The detection totals (``results.DETECTION_COUNTERS``: detector runs, faces
-        detected, dropped as too small or over ``max_faces``, tracked, published) say
-        whether faces were missed, which the published faces alone cannot show.
+        detected, dropped as too small, as no face or as parts of a tracked face, over
+        ``max_faces``, tracked, published) say whether faces were missed, which the published
+        faces alone cannot show.
         """
         camera, _, why = self._camera
         if camera is not None:

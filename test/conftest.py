@@ -15,8 +15,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from headpose_ros.dds_profile import use_large_image_profile
+
+# Property tests check results, never speed (benchmarks measure that): without a deadline a
+# busy CI machine or a first call's lazy imports cannot fail them.
+settings.register_profile("headpose", deadline=None)
+settings.load_profile("headpose")
 
 # Model fixtures (model_dir: shipped or tiny synthetic model; trained_model_dir) for every test.
 pytest_plugins = ["model_factory"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "filter_detections",
     "merge_detections",
     "open_blazeface",
+    "part_of_face",
     "tile_pyramid",
 ]
 
@@ -403,17 +404,24 @@ def merge_detections(
     return [
         d
         for d in faces
-        if not any(other.score >= d.score and _part_of(d.box, other.box) for other in faces)
+        if not any(other.score >= d.score and part_of_face(d.box, other.box) for other in faces)
     ]
 
 
-def _part_of(small: tuple[float, ...], big: tuple[float, ...]) -> bool:
-    """Whether ``small`` is a piece of the face ``big``: much smaller, inside its head region."""
+def part_of_face(
+    small: Sequence[float], big: Sequence[float], head_growth: float = PART_HEAD_GROWTH
+) -> bool:
+    """Whether box ``small`` is a piece of the face ``big``: much smaller, in its head region.
+
+    Boxes are ``(x0, y0, x1, y1)`` landmark boxes; the head region is ``big`` grown by
+    ``head_growth``; the other thresholds are :data:`PART_SIDE_RATIO` and
+    :data:`PART_INSIDE_SHARE`.
+    """
     small_side, big_side = small[2] - small[0], big[2] - big[0]
     if small_side >= PART_SIDE_RATIO * big_side:
         return False
     cx, cy = (big[0] + big[2]) / 2.0, (big[1] + big[3]) / 2.0
-    half_w, half_h = PART_HEAD_GROWTH * big_side / 2.0, PART_HEAD_GROWTH * (big[3] - big[1]) / 2.0
+    half_w, half_h = head_growth * big_side / 2.0, head_growth * (big[3] - big[1]) / 2.0
     ix = max(0.0, min(small[2], cx + half_w) - max(small[0], cx - half_w))
     iy = max(0.0, min(small[3], cy + half_h) - max(small[1], cy - half_h))
     return ix * iy > PART_INSIDE_SHARE * small_side * (small[3] - small[1])

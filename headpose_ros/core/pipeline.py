@@ -236,7 +236,9 @@ class HeadPoseEstimator:
         for reason, detail in dropped:
             self._event(result, reason, detail)
         result.faces_too_small = sum(reason == "face_too_small" for reason, _ in dropped)
-        self.tracker.update_with_detections(kept, source)
+        parts = self.tracker.update_with_detections(kept, source)
+        if parts:
+            self._event(result, "part_of_a_face", "beside a tracked face", count=parts)
 
     def _crops_to_run(self, result: FrameResult) -> list[tuple[Track, FaceCrop]]:
         """Pick the tracks to process, at most ``max_faces``, and make their crops."""

@@ -35,6 +35,7 @@ FACE_SKIP_REASONS = (
     "network_output_not_finite",
     "face_lost",
     "not_a_face",
+    "part_of_a_face",
     "invalid_intrinsics",
     "intrinsics_scaled",
     "pnp_failed",
@@ -42,13 +43,16 @@ FACE_SKIP_REASONS = (
     "image_size_changed",
 )
 #: What detection did, in :attr:`HeadPoseEstimator.counters` (stable names, summed over
-#: frames): runs merged (and dropped as stale), faces they found, faces dropped as too small
-#: or beyond ``detector.max_faces``, faces run through the network and faces published.
+#: frames): runs merged (and dropped as stale), faces they found, detections dropped as too
+#: small, as no face to the network or as a part of a tracked face, faces beyond
+#: ``detector.max_faces``, faces run through the network and faces published.
 DETECTION_COUNTERS = (
     "detector_runs",
     "detector_runs_stale",
     "faces_detected",
     "event:face_too_small",
+    "event:not_a_face",
+    "event:part_of_a_face",
     "event:too_many_faces",
     "faces_tracked",
     "faces_published",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from headpose_ros.core.config import TrackingConfig
-from headpose_ros.core.detection import Detection
+from headpose_ros.core.detection import Detection, part_of_face
 
 __all__ = [
     "CONTAINMENT",
@@ -24,6 +24,7 @@ __all__ = [
     "DUPLICATE_IOU",
     "MAX_SCALE_CHANGE",
     "REANCHOR_IOU",
+    "TRACKED_HEAD_GROWTH",
     "FaceTracker",
     "Track",
     "box_containment",
@@ -39,6 +40,12 @@ REANCHOR_IOU = 0.5
 #: Share of the smaller box inside the other above which a detection continues a track even
 #: when their sizes differ too much for IoU to say so.
 CONTAINMENT = 0.7
+#: Head region of a tracked face, as a multiple of its landmark box, in which a much smaller new
+#: detection is a part of that face (hair, an ear, a lamp behind it), not a new face. Wider
+#: than the detector's own rule (:data:`~headpose_ros.core.detection.PART_HEAD_GROWTH`): a
+#: tracked face has passed the network, so its whole head (hair and ears, two landmark boxes
+#: across) is known to be there.
+TRACKED_HEAD_GROWTH = 2.0
 #: Tracks overlapping more than this are one face: the younger one is dropped.
 DUPLICATE_IOU = 0.5
 DUPLICATE_CONTAINMENT = 0.9
@@ -156,15 +163,18 @@ class FaceTracker:
             track.evidence = False
             track.missed_by_detector = False
 
-    def update_with_detections(
-        self, detections: list[Detection], source: str = "detector"
-    ) -> None:
+    def update_with_detections(self, detections: list[Detection], source: str = "detector") -> int:
         """Associate a detector run with the tracks: continue tracks and start new ones.
 
         Greedy matching in order of cost is enough for the handful of faces a robot sees and,
         unlike the Hungarian method, never swaps two well-overlapping pairs to save a little
         total cost. A matched track takes the detection's box (the detector re-anchors the
         crop); an unmatched track keeps its landmark box but gets no evidence this frame.
+        An unmatched detection that is a part of a face already tracked (an ear, an eye or a
+        patch of hair that the detector scores as a face, see
+        :func:`~headpose_ros.core.detection.part_of_face`) starts no track: the detector drops
+        such parts when it also finds their face, but a tracked face is known even in runs
+        that miss it. Returns how many detections were taken for such parts.
         """
         pairs = []
         for ti, track in enumerate(self.tracks):
@@ -188,10 +198,17 @@ class FaceTracker:
             track.evidence = True
         for ti, track in enumerate(self.tracks):
             track.missed_by_detector = ti not in used_tracks
+        faces = [track.box for track in self.tracks if track.hits > 0]
+        parts = 0
         for di, detection in enumerate(detections):
-            if di not in used_detections:
-                box = np.asarray(detection.box, dtype=np.float64)
-                self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
+            if di in used_detections:
+                continue
+            box = np.asarray(detection.box, dtype=np.float64)
+            if any(part_of_face(box, face, TRACKED_HEAD_GROWTH) for face in faces):
+                parts += 1
+                continue
+            self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
+        return parts
 
     def update_from_landmarks(
         self, track: Track, landmarks: np.ndarray, reliable: bool, detector_blind: bool = False

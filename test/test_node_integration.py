@@ -493,7 +493,11 @@ def test_each_distinct_reason_is_logged_and_events_are_in_the_diagnostics(
         message = Image(height=4, width=4, encoding=encoding, step=8, data=bytes(32))
         message.header.stamp.sec = 50 + index
         probe.image.publish(message)
-        probe.spin_until(lambda: False, 0.1)
+        if index < 2:
+            # Each new reason is described once; the next frame waits for that, or it could
+            # replace this one in the node's one-slot mailbox before the worker took it.
+            described = f"'{encoding}'"
+            assert probe.spin_until(lambda d=described: d in node_output(process), 10.0)
     probe.send_and_wait(image_message(astronaut_frame(), 10 * SECOND))
     probe.send_and_wait(image_message(astronaut_frame(), 9 * SECOND))  # stamp going back
     probe.send_and_wait(image_message(astronaut_frame(0.5)[:240, :320].copy(), 11 * SECOND))
@@ -510,8 +514,6 @@ def test_each_distinct_reason_is_logged_and_events_are_in_the_diagnostics(
 
     assert probe.spin_until(counted, 5.0), probe.latest_diagnostics()
     log = node_output(process)
-    # Both unsupported encodings are described, though they are the same kind of problem.
-    assert "'xyz16'" in log and "'abc'" in log
     assert "timestamp_not_increasing" in log and "image_size_changed" in log
 
 

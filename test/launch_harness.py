@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -107,6 +107,18 @@ def ros2(*arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess[
     )
 
 
+def _ros2_repeated(
+    arguments: tuple[str, ...], done: Callable[[str], bool], timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``ros2`` command again every 0.5 s until ``done(output)`` or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = ros2(*arguments)
+        if done(result.stdout + result.stderr) or time.monotonic() > deadline:
+            return result
+        time.sleep(0.5)
+
+
 def ros2_at_node(*arguments: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run a ``ros2`` command addressed to a node, again while it answers "Node not found".
 
@@ -114,12 +126,7 @@ def ros2_at_node(*arguments: str, timeout: float = 60.0) -> subprocess.Completed
     loaded machine that can miss a node that is there, and the command then did nothing, so
     repeating it is safe.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = ros2(*arguments)
-        if "Node not found" not in result.stdout + result.stderr or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
+    return _ros2_repeated(arguments, lambda output: "Node not found" not in output, timeout)
 
 
 def ros2_until(expected: str, *arguments: str, timeout: float = 120.0) -> str:
@@ -127,13 +134,8 @@ def ros2_until(expected: str, *arguments: str, timeout: float = 120.0) -> str:
 
     Returns the last output; the caller asserts on it, so a miss shows what was printed.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = ros2(*arguments)
-        output = result.stdout + result.stderr
-        if expected in output or time.monotonic() > deadline:
-            return output
-        time.sleep(0.5)
+    result = _ros2_repeated(arguments, lambda output: expected in output, timeout)
+    return result.stdout + result.stderr
 
 
 def start_ros2(*arguments: str, log: Path) -> subprocess.Popen[str]:

@@ -194,7 +194,7 @@ def test_decompression_bombs_are_refused_from_their_header(bomb: object) -> None
             decode_compressed_image("png", small, max_pixels=60_000)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(
     encoding=st.sampled_from([*SUPPORTED_ENCODINGS, "", "bgr16", "jpeg"]),
     height=st.integers(-2, 40),
@@ -215,7 +215,7 @@ def test_raw_decoder_never_crashes(
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(data=st.binary(max_size=2000))
 def test_compressed_decoder_never_crashes(data: bytes) -> None:
     try:

@@ -33,7 +33,7 @@ from headpose_ros.core.tracking import box_iou
 from headpose_ros.tools.annotations import read_pts
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60)
 @given(
     width=st.integers(64, 1920),
     height=st.integers(64, 1080),

@@ -27,7 +27,6 @@ RSS_LIMIT = 200 * hostile.MB
 IMAGE_MESSAGES = 800  # per transport
 CAMERA_CASES = 800  # each a CameraInfo and an image: 1,600 messages
 CORPUS = settings(
-    deadline=None,
     database=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

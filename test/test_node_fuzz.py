@@ -42,7 +42,6 @@ RSS_LIMIT = 200 * hostile.MB
 BATCHES = 180  # per transport, 1-16 hostile messages each plus a valid frame
 CAMERA_CASES = 200
 FUZZ = settings(
-    deadline=None,
     database=None,
     derandomize=True,
     suppress_health_check=[

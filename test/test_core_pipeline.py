@@ -618,3 +618,72 @@ def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
     assert len(faces) == 1 and dropped == 0
     faces, dropped = first_frame(wall, 0.35)
     assert faces == [] and dropped == 1
+
+
+class ScriptedDetector(FaceDetector):
+    """A detector that reports ``first`` on its first ``switch`` runs and ``then`` after."""
+
+    def __init__(self, first: list[tuple], then: list[tuple], switch: int) -> None:
+        self.first, self.then, self.switch, self.calls = first, then, switch, 0
+
+    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
+        self.calls += 1
+        boxes = self.first if self.calls <= self.switch else self.then
+        return [Detection(box=tuple(float(v) for v in box), score=0.9) for box in boxes]
+
+
+def paste_face(
+    canvas: np.ndarray, image: np.ndarray, points: np.ndarray, centre: tuple, height: float
+) -> tuple[float, float, float, float]:
+    """Paste ``image``'s face (its crop square) so its landmark box is ``height`` px high."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    scale = height / (high[1] - low[1])
+    shift = np.asarray(centre) - scale * (low + high) / 2.0
+    warped = cv2.warpAffine(
+        image, np.array([[scale, 0, shift[0]], [0, scale, shift[1]]]), canvas.shape[1::-1]
+    )
+    half = 0.8 * height  # the crop rule's square: margin 0.3 on each side
+    x0, y0 = (int(v - half) for v in centre)
+    x1, y1 = (int(v + half) for v in centre)
+    canvas[y0:y1, x0:x1] = warped[y0:y1, x0:x1]
+    box = (low * scale + shift, high * scale + shift)
+    return (*box[0], *box[1])
+
+
+def test_a_smaller_face_joining_beside_a_tracked_face_is_published_a_patch_is_not(
+    data_300w: Path, trained_model_dir: Path
+) -> None:
+    # A child steps in beside a parent already tracked: its face is under 0.6 times the
+    # parent's and lies in the parent's head region, where hair and ears also score as faces.
+    (adult, adult_points), (child, child_points) = helen(data_300w, 2)
+    scene = np.full((480, 640, 3), 90, np.uint8)
+    parent = paste_face(scene, adult, adult_points, (230, 240), 170)
+    with_child = scene.copy()
+    kid = paste_face(with_child, child, child_points, (230 + 85 + 8 + 38, 274), 76)
+    patch = scene.copy()
+    region = (slice(int(kid[1]) - 10, int(kid[3]) + 10), slice(int(kid[0]) - 10, int(kid[2]) + 10))
+    patch[region] = cv2.GaussianBlur(with_child, (0, 0), 25)[region]  # same colours, no face
+
+    def published(second_frame: np.ndarray) -> tuple[list[list[str]], Counter]:
+        est = HeadPoseEstimator(
+            config_from_flat(
+                {
+                    "inference.model_dir": str(trained_model_dir),
+                    "inference.device": "cpu",
+                    "tracking.deterministic_ids": True,
+                    "detector.asynchronous": False,
+                    "detector.interval_frames": 1,
+                }
+            ),
+            detector=ScriptedDetector([parent], [parent, kid], switch=4),
+        )
+        frames = [scene] * 4 + [second_frame] * 6
+        results = [est.estimate(frame, i * FRAME_NS) for i, frame in enumerate(frames)]
+        ids = [[face.track_id for face in result.faces] for result in results]
+        return ids, est.counters
+
+    ids, counters = published(with_child)
+    assert ids[-1] == ["1", "2"], ids  # the child's face is published beside the parent's
+    ids, counters = published(patch)
+    assert all(frame == ["1"] for frame in ids[1:]), ids
+    assert counters["event:part_of_a_face"] >= 1  # the patch was judged, and counted

@@ -236,9 +236,7 @@ class HeadPoseEstimator:
         for reason, detail in dropped:
             self._event(result, reason, detail)
         result.faces_too_small = sum(reason == "face_too_small" for reason, _ in dropped)
-        parts = self.tracker.update_with_detections(kept, source)
-        if parts:
-            self._event(result, "part_of_a_face", "beside a tracked face", count=parts)
+        self.tracker.update_with_detections(kept, source)
 
     def _crops_to_run(self, result: FrameResult) -> list[tuple[Track, FaceCrop]]:
         """Pick the tracks to process, at most ``max_faces``, and make their crops."""
@@ -280,6 +278,11 @@ class HeadPoseEstimator:
             found, clear, why = batch.shows_a_face(
                 index, self.config.tracking.min_track_visibility
             )
+            if track.hits == 0 and track.beside_a_face and not clear:
+                # Most such detections are hair, an ear or a lamp beside a tracked face.
+                self._event(result, "part_of_a_face", f"score {track.score:.2f}, {why}")
+                self.tracker.discard(track)
+                continue
             if track.hits == 0 and track.source == "detector":
                 seen = clear if track.score < WEAK_DETECTION_SCORE else found
                 if not seen and track.score < UNSEEN_DETECTION_MIN_SCORE:  # a false positive

@@ -41,7 +41,8 @@ REANCHOR_IOU = 0.5
 #: when their sizes differ too much for IoU to say so.
 CONTAINMENT = 0.7
 #: Head region of a tracked face, as a multiple of its landmark box, in which a much smaller new
-#: detection is a part of that face (hair, an ear, a lamp behind it), not a new face. Wider
+#: detection may be a part of that face (hair, an ear, a lamp behind it) as well as a face of
+#: its own (a child beside a parent, a person further back). Wider
 #: than the detector's own rule (:data:`~headpose_ros.core.detection.PART_HEAD_GROWTH`): a
 #: tracked face has passed the network, so its whole head (hair and ears, two landmark boxes
 #: across) is known to be there.
@@ -75,7 +76,9 @@ class Track:
     ``box`` is the landmark-box convention box the next crop is made from; it is replaced by
     the landmarks' bounding box after every frame in which the face was processed.
     ``evidence`` says whether this frame confirmed the face (matching detection, or reliable
-    landmarks while the detector did not contradict it).
+    landmarks while the detector did not contradict it). ``beside_a_face`` marks a track
+    started by a detection that could be a part of a face already tracked (see
+    :meth:`FaceTracker.update_with_detections`): the network must see a face in it clearly.
     """
 
     track_id: str
@@ -87,6 +90,7 @@ class Track:
     source: str = "detector"
     evidence: bool = True
     missed_by_detector: bool = False
+    beside_a_face: bool = False
     landmarks: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -163,18 +167,20 @@ class FaceTracker:
             track.evidence = False
             track.missed_by_detector = False
 
-    def update_with_detections(self, detections: list[Detection], source: str = "detector") -> int:
+    def update_with_detections(
+        self, detections: list[Detection], source: str = "detector"
+    ) -> None:
         """Associate a detector run with the tracks: continue tracks and start new ones.
 
         Greedy matching in order of cost is enough for the handful of faces a robot sees and,
         unlike the Hungarian method, never swaps two well-overlapping pairs to save a little
         total cost. A matched track takes the detection's box (the detector re-anchors the
         crop); an unmatched track keeps its landmark box but gets no evidence this frame.
-        An unmatched detection that is a part of a face already tracked (an ear, an eye or a
-        patch of hair that the detector scores as a face, see
-        :func:`~headpose_ros.core.detection.part_of_face`) starts no track: the detector drops
-        such parts when it also finds their face, but a tracked face is known even in runs
-        that miss it. Returns how many detections were taken for such parts.
+        An unmatched detection that could be a part of a face already tracked (an ear, an eye
+        or a patch of hair that the detector scores as a face, see
+        :func:`~headpose_ros.core.detection.part_of_face`) starts a track marked
+        ``beside_a_face``, which the network must see clearly: by size and place alone it is
+        as much a child's face beside a parent's, or a face further back, as a part.
         """
         pairs = []
         for ti, track in enumerate(self.tracks):
@@ -199,16 +205,14 @@ class FaceTracker:
         for ti, track in enumerate(self.tracks):
             track.missed_by_detector = ti not in used_tracks
         faces = [track.box for track in self.tracks if track.hits > 0]
-        parts = 0
         for di, detection in enumerate(detections):
             if di in used_detections:
                 continue
             box = np.asarray(detection.box, dtype=np.float64)
-            if any(part_of_face(box, face, TRACKED_HEAD_GROWTH) for face in faces):
-                parts += 1
-                continue
-            self.tracks.append(Track(self._new_id(), box, detection.score, source=source))
-        return parts
+            beside = any(part_of_face(box, face, TRACKED_HEAD_GROWTH) for face in faces)
+            self.tracks.append(
+                Track(self._new_id(), box, detection.score, source=source, beside_a_face=beside)
+            )
 
     def update_from_landmarks(
         self, track: Track, landmarks: np.ndarray, reliable: bool, detector_blind: bool = False

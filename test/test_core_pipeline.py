@@ -522,15 +522,22 @@ def test_synchronous_detection_runs_in_its_frame_and_replays_identically(
     assert counters["detector_runs"] == 3 and counters["faces_published"] >= 9
 
 
-class FirstRunOnly(FaceDetector):
-    """A detector that sees the face once and then never again (as on a head turned away)."""
+class ScriptedDetector(FaceDetector):
+    """A detector that reports ``first`` on its first ``switch`` runs and ``then`` after.
 
-    def __init__(self, box: tuple[float, float, float, float], score: float = 0.9) -> None:
-        self.box, self.score, self.calls = box, score, 0
+    ``ScriptedDetector([box], [], 1)`` sees a face once and then never again, as on a head
+    turned away.
+    """
+
+    def __init__(
+        self, first: list[tuple], then: list[tuple], switch: int, score: float = 0.9
+    ) -> None:
+        self.first, self.then, self.switch, self.score, self.calls = first, then, switch, score, 0
 
     def detect(self, image_bgr: np.ndarray) -> list[Detection]:
         self.calls += 1
-        return [Detection(box=self.box, score=self.score)] if self.calls == 1 else []
+        boxes = self.first if self.calls <= self.switch else self.then
+        return [Detection(box=tuple(float(v) for v in box), score=self.score) for box in boxes]
 
 
 def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
@@ -564,7 +571,7 @@ def tracked_ids(folder: Path, frames: list[np.ndarray], box: tuple) -> list[list
                 "detector.interval_frames": 1,  # the detector runs, and misses, every frame
             }
         ),
-        detector=FirstRunOnly(box),
+        detector=ScriptedDetector([box], [], switch=1),
     )
     return [
         [f.track_id for f in est.estimate(image, i * FRAME_NS).faces]
@@ -602,7 +609,7 @@ def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
                     "detector.asynchronous": False,
                 }
             ),
-            detector=FirstRunOnly(face_box, score),
+            detector=ScriptedDetector([face_box], [], switch=1, score=score),
         )
         result = est.estimate(frame, 0)
         return result.faces, est.counters["event:not_a_face"]
@@ -618,18 +625,6 @@ def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
     assert len(faces) == 1 and dropped == 0
     faces, dropped = first_frame(wall, 0.35)
     assert faces == [] and dropped == 1
-
-
-class ScriptedDetector(FaceDetector):
-    """A detector that reports ``first`` on its first ``switch`` runs and ``then`` after."""
-
-    def __init__(self, first: list[tuple], then: list[tuple], switch: int) -> None:
-        self.first, self.then, self.switch, self.calls = first, then, switch, 0
-
-    def detect(self, image_bgr: np.ndarray) -> list[Detection]:
-        self.calls += 1
-        boxes = self.first if self.calls <= self.switch else self.then
-        return [Detection(box=tuple(float(v) for v in box), score=0.9) for box in boxes]
 
 
 def paste_face(
@@ -659,6 +654,7 @@ def test_a_smaller_face_joining_beside_a_tracked_face_is_published_a_patch_is_no
     scene = np.full((480, 640, 3), 90, np.uint8)
     parent = paste_face(scene, adult, adult_points, (230, 240), 170)
     with_child = scene.copy()
+    # The child's box starts 8 px right of the parent's (half sides 85 and 38), a little lower.
     kid = paste_face(with_child, child, child_points, (230 + 85 + 8 + 38, 274), 76)
     patch = scene.copy()
     region = (slice(int(kid[1]) - 10, int(kid[3]) + 10), slice(int(kid[0]) - 10, int(kid[2]) + 10))

@@ -57,25 +57,25 @@ def model_card_rows(record: dict) -> list[str]:
     """The rows of the model card's yaw and landmark tables, as it writes them."""
     aflw, helen = record["aflw_validation"], record["helen_test"]
     yaw, product = aflw["yaw_vs_aflw_label"], aflw["product_path"]
+    product_yaw = product["yaw_vs_aflw_label"]
     rows = []
     for label_bin, found_bin in zip(BINS, FOUND_BINS, strict=True):
-        labelled, found = yaw["by_abs_yaw"][label_bin], product["yaw_vs_aflw_label"]["by_abs_yaw"]
+        labelled = yaw["by_abs_yaw"][label_bin]
         rows.append(
             f"| {label_bin} | {labelled['count']:,} | {labelled['mae']:.2f} | "
             f"{labelled['slope']:.2f} | {pct(product['found_by_abs_yaw'][found_bin])} | "
-            f"{found[label_bin]['mae']:.2f} |"
+            f"{product_yaw['by_abs_yaw'][label_bin]['mae']:.2f} |"
         )
     overall = yaw["overall"]
     rows.append(
         f"| all | {overall['count']:,} | {overall['mae']:.2f} | {overall['slope']:.2f} | "
-        f"{pct(product['faces_found'] / aflw['faces'])} | "
-        f"{product['yaw_vs_aflw_label']['overall']['mae']:.2f} |"
+        f"{pct(product['faces_found'] / aflw['faces'])} | {product_yaw['overall']['mae']:.2f} |"
     )
-    found = f"{helen['product_path_faces_found']} of {helen['faces']} found"
+    helen_found = f"{helen['product_path_faces_found']} of {helen['faces']} found"
     for label, key in (
         ("MNN (heatmaps), ground-truth boxes", "nme_mnn"),
         ("MNN+OR, ground-truth boxes", "nme_mnn+or"),
-        (f"MNN+OR, product path (own detector, {found})", "nme_product_path"),
+        (f"MNN+OR, product path (own detector, {helen_found})", "nme_product_path"),
     ):
         nme = helen[key]
         eyes = nme["interocular"]

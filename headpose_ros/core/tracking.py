@@ -42,10 +42,9 @@ REANCHOR_IOU = 0.5
 CONTAINMENT = 0.7
 #: Head region of a tracked face, as a multiple of its landmark box, in which a much smaller new
 #: detection may be a part of that face (hair, an ear, a lamp behind it) as well as a face of
-#: its own (a child beside a parent, a person further back). Wider
-#: than the detector's own rule (:data:`~headpose_ros.core.detection.PART_HEAD_GROWTH`): a
-#: tracked face has passed the network, so its whole head (hair and ears, two landmark boxes
-#: across) is known to be there.
+#: its own (a child beside a parent, a person further back). Wider than the detector's own
+#: rule (:data:`~headpose_ros.core.detection.PART_HEAD_GROWTH`): a tracked face has passed the
+#: network, so its whole head (hair and ears, two landmark boxes across) is known to be there.
 TRACKED_HEAD_GROWTH = 2.0
 #: Tracks overlapping more than this are one face: the younger one is dropped.
 DUPLICATE_IOU = 0.5

@@ -166,6 +166,7 @@ def run_ours(
         "or": estimator.regressor is not None,
         "asynchronous": asynchronous,
         "fps": fps,
+        "precision": estimator.precision,
     }
 
 
@@ -283,7 +284,7 @@ def throughput(model_dir: str, device: str) -> int:
     config = config_from_flat(settings).inference
     runner = ModelRunner(load_model(config), config)
     size = runner.manifest.input_size
-    print(f"MNN throughput on {runner.device} ({size} px input)")
+    print(f"MNN throughput on {runner.device}, {runner.precision} ({size} px input)")
     rng = np.random.default_rng(0)
     for batch in (1, 4, 16, 64, 256):
         data = rng.random((batch, 3, size, size), dtype=np.float32)
@@ -378,7 +379,7 @@ def print_scene(faces: int, scene: dict) -> None:
     print(
         f"\n=== {faces} face(s), 640x480, {ours['frames']} steady-state frames, "
         f"{ours['faces_mean']:.2f} faces/frame found, {ours['detector_runs']} detector runs "
-        f"merged, OR {'on' if ours['or'] else 'absent'}"
+        f"merged, OR {'on' if ours['or'] else 'absent'}, network {ours['precision']}"
     )
     print(f"{'stage':10s} {'p50 ms':>8s} {'p95 ms':>8s}")
     for stage, value in ours["stages_ms"].items():

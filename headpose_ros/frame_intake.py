@@ -130,6 +130,7 @@ class FrameIntake:
         }
         return {
             "device": estimator.device,
+            "precision": estimator.precision,
             "model": estimator.manifest.name,
             "camera": why,
             **detection,

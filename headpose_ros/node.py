@@ -137,7 +137,8 @@ class HeadPoseNode(LifecycleNode):
         mode = "encoder only" if estimator_config.inference.encoder_only else "MNN"
         mode += " + OR" if self.estimator.regressor is not None else ""
         name, device = self.estimator.manifest.name, self.estimator.device
-        self.get_logger().info(f"model '{name}' loaded on {device} ({mode})")
+        precision = self.estimator.precision
+        self.get_logger().info(f"model '{name}' loaded on {device}, {precision} ({mode})")
         return super().on_configure(state)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:

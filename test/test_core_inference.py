@@ -7,24 +7,35 @@ import logging
 import shutil
 from pathlib import Path
 
+import cv2
 import model_factory
 import numpy as np
 import pytest
 from model_factory import build_tiny_model
 
-from headpose_ros.core.config import ConfigError, InferenceConfig
+from headpose_ros.core.config import ConfigError, InferenceConfig, config_from_flat
+from headpose_ros.core.crop import (
+    apply_affine,
+    crop_affine,
+    crop_image,
+    square_box_from_landmarks,
+    to_network_input,
+)
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.inference import (
     ModelRunner,
     NetworkOutputs,
     load_model,
     mirror_mean,
+    network_role,
     resolve_providers,
 )
 from headpose_ros.core.manifest import ModelFileError
+from headpose_ros.tools.annotations import read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).
 model_dir = model_factory.model_dir
+trained_model_dir = model_factory.trained_model_dir
 
 
 def test_auto_falls_back_to_cpu_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -174,3 +185,70 @@ def test_encoder_only_needs_an_encoder_file(tiny_copy: Path) -> None:
     (tiny_copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFileError, match="encoder"):
         load_model(InferenceConfig(model_dir=str(tiny_copy), encoder_only=True))
+
+
+@pytest.mark.parametrize(
+    ("precision", "device", "encoder_only", "roles", "chosen"),
+    [
+        ("auto", "cpu", False, {"mnn", "mnn_int8"}, "mnn_int8"),
+        ("auto", "cpu", True, {"mnn", "encoder", "mnn_int8", "encoder_int8"}, "encoder_int8"),
+        ("auto", "cuda:0", False, {"mnn", "mnn_int8"}, "mnn"),
+        ("auto", "cpu", False, {"mnn"}, "mnn"),  # an older export: float, no complaint
+        ("float32", "cpu", False, {"mnn", "mnn_int8"}, "mnn"),
+        ("int8", "cpu", False, {"mnn", "mnn_int8"}, "mnn_int8"),
+    ],
+)
+def test_network_role_follows_precision_and_device(
+    precision: str, device: str, encoder_only: bool, roles: set[str], chosen: str
+) -> None:
+    config = InferenceConfig(precision=precision, encoder_only=encoder_only)
+    assert network_role(config, roles, device) == chosen
+
+
+def test_int8_is_refused_on_a_gpu_and_without_its_file() -> None:
+    with pytest.raises(ConfigError, match="CPU only"):
+        network_role(InferenceConfig(precision="int8"), {"mnn", "mnn_int8"}, "cuda:0")
+    with pytest.raises(ModelFileError, match="mnn_int8"):
+        network_role(InferenceConfig(precision="int8"), {"mnn"}, "cpu")
+    with pytest.raises(ConfigError, match="precision"):
+        config_from_flat({"inference.precision": "fp16"})
+
+
+def test_an_int8_file_without_its_float_network_is_refused(tiny_copy: Path) -> None:
+    manifest = json.loads((tiny_copy / "manifest.json").read_text())
+    manifest["files"]["encoder_int8"] = manifest["files"].pop("encoder")
+    (tiny_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelFileError, match="encoder_int8"):
+        load_model(InferenceConfig(model_dir=str(tiny_copy)))
+
+
+def test_the_shipped_int8_network_answers_as_the_float_one_on_real_faces(
+    trained_model_dir: Path, data_300w: Path
+) -> None:
+    """helen_test faces (never trained on) through both files as the product runs them."""
+    runners = {}
+    for precision in ("float32", "auto"):
+        config = InferenceConfig(
+            model_dir=str(trained_model_dir), device="cpu", precision=precision
+        )
+        runners[precision] = ModelRunner(load_model(config), config)
+    assert runners["auto"].precision == "int8" and runners["float32"].precision == "float32"
+    manifest = runners["auto"].manifest
+    size = manifest.input_size
+    crops, truths = [], []
+    for path in sorted((data_300w / "helen_test").glob("*.jpg"))[:24]:
+        points = read_pts(path.with_suffix(".pts"))
+        affine = crop_affine(square_box_from_landmarks(points, manifest.crop_margin), size)
+        crops.append(crop_image(cv2.imread(str(path)), affine, size))
+        truths.append(apply_affine(points, affine))
+    batch = to_network_input(np.stack(crops), manifest.normalisation)
+    answers = {name: runner.run(batch) for name, runner in runners.items()}
+    angles = np.abs(answers["auto"].pose_ed[:, :3] - answers["float32"].pose_ed[:, :3])
+    assert angles.mean() < 0.5 and angles.max() < 5.0, angles
+    # Landmark error against the annotations, in crop pixels: int8 within 10% of float.
+    errors = {
+        name: np.linalg.norm(decode_heatmaps(a.heatmaps, float(size))[0] - truths, axis=-1).mean()
+        for name, a in answers.items()
+    }
+    assert errors["auto"] < 1.1 * errors["float32"], errors
+    assert np.all(answers["auto"].pose_ed[:, 5] > 0), "the translation survives quantisation"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import onnxruntime as ort
 
 from headpose_ros.core.config import ConfigError, InferenceConfig
 from headpose_ros.core.geometry import CROP_FOCAL_FACTOR
-from headpose_ros.core.manifest import ModelFileError, ModelManifest, load_manifest
+from headpose_ros.core.manifest import INT8_SUFFIX, ModelFileError, ModelManifest, load_manifest
 from headpose_ros.core.model_paths import MANIFEST_NAME, resolve_model_dir
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "NetworkOutputs",
     "load_model",
     "mirror_mean",
+    "network_role",
     "resolve_providers",
 ]
 
@@ -62,6 +64,35 @@ def load_model(config: InferenceConfig) -> LoadedModel:
             f"needed for encoder_only={config.encoder_only}"
         )
     return LoadedModel(manifest=manifest, files=files, folder=folder)
+
+
+def network_role(config: InferenceConfig, roles: Collection[str], device: str) -> str:
+    """Choose the manifest role of the network to run: ``mnn`` or ``encoder``, int8 or float.
+
+    The int8 files are static quantisations of the float ones for onnxruntime's CPU kernels;
+    a GPU provider would run their quantise/dequantise pairs in float and gain nothing, so
+    ``auto`` takes them only on the CPU and ``int8`` on a GPU is a configuration error. A model
+    folder without int8 files (an older export, a user's own model) runs in float under
+    ``auto`` and is refused, with the file named, under ``int8``.
+    """
+    float_role = "encoder" if config.encoder_only else "mnn"
+    int8_role = f"{float_role}{INT8_SUFFIX}"
+    on_cpu = device == "cpu"
+    if config.precision == "float32":
+        return float_role
+    if config.precision == "int8":
+        if not on_cpu:
+            raise ConfigError(
+                f"inference.precision=int8 runs on the CPU only, but the device is {device}; "
+                "use precision auto or float32 on a GPU"
+            )
+        if int8_role not in roles:
+            raise ModelFileError(
+                f"inference.precision=int8 but the manifest lists no '{int8_role}' model "
+                "(export one with headpose-quantize)"
+            )
+        return int8_role
+    return int8_role if on_cpu and int8_role in roles else float_role
 
 
 _CUDA = "CUDAExecutionProvider"
@@ -108,8 +139,10 @@ class ModelRunner:
         self.manifest = model.manifest
         self.encoder_only = config.encoder_only
         self.mirror_average = config.mirror_average
-        path = model.files["encoder" if config.encoder_only else "mnn"]
         providers, self.device = resolve_providers(config.device)
+        self.role = network_role(config, set(model.files), self.device)
+        self.precision = "int8" if self.role.endswith(INT8_SUFFIX) else "float32"
+        path = model.files[self.role]
         options = ort.SessionOptions()
         options.intra_op_num_threads = config.threads
         options.inter_op_num_threads = 1

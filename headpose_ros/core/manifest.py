@@ -20,6 +20,7 @@ from headpose_ros.core.crop import BOX_MARGIN, Normalisation
 from headpose_ros.core.landmarks import IBUG68, LandmarkScheme
 
 __all__ = [
+    "INT8_SUFFIX",
     "MANIFEST_FORMAT_VERSION",
     "ModelFile",
     "ModelFileError",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT_VERSION = 1
+#: Role suffix of a network file quantised to int8 for the CPU ("mnn_int8", "encoder_int8").
+INT8_SUFFIX = "_int8"
 _SCHEMES: dict[str, LandmarkScheme] = {IBUG68.name: IBUG68}
 
 
@@ -60,7 +63,8 @@ class ModelFile:
 class ModelManifest:
     """Typed view of ``manifest.json``.
 
-    ``files`` maps a role ("mnn", "encoder", "or") to its artefact. ``mean_face_mm`` is the
+    ``files`` maps a role ("mnn", "encoder", "or"; optionally "mnn_int8" and "encoder_int8",
+    the same networks quantised for the CPU) to its artefact. ``mean_face_mm`` is the
     68x3 mean 3D face in the head frame of :mod:`headpose_ros.core.geometry`, in millimetres.
     ``heatmap_size`` is the side of the decoder's heatmaps (they cover the whole crop).
     ``face_presence`` holds this model's two thresholds on a crop's mean heatmap peak (as a
@@ -110,6 +114,9 @@ class ModelManifest:
             raise ModelFileError(f"face_presence needs 0 < min <= clear, got {self.face_presence}")
         if "mnn" not in self.files and "encoder" not in self.files:
             raise ModelFileError("manifest lists neither an 'mnn' nor an 'encoder' model file")
+        for role in self.files:
+            if role.endswith(INT8_SUFFIX) and role.removesuffix(INT8_SUFFIX) not in self.files:
+                raise ModelFileError(f"manifest lists '{role}' without its float model")
 
     @property
     def scheme(self) -> LandmarkScheme:

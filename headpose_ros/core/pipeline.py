@@ -87,6 +87,11 @@ class HeadPoseEstimator:
         return self.runner.device
 
     @property
+    def precision(self) -> str:
+        """The network's arithmetic on that device: ``float32`` or ``int8``."""
+        return self.runner.precision
+
+    @property
     def detection_pending(self) -> bool:
         """True while an asynchronous detector run is in flight (started, not yet finished)."""
         return self._schedule.pending

@@ -327,6 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "camera_info_topic": info_conn.topic if info_conn is not None else None,
             "output_topics": [f"{prefix}/{topic}" for topic in _OUTPUT_TYPES],
             "device": estimator.device,
+            "precision": estimator.precision,
             "settings": config_to_flat(config),
             "model": str(estimator.model.folder),
         }

@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> dict:
             "median": round(float(np.median(scored)), 4) if scored else None,
         }
     writer.extra["device"] = estimator.device
+    writer.extra["precision"] = estimator.precision
     writer.extra["settings"] = config_to_flat(config)
     writer.extra["model"] = str(estimator.model.folder)
     summary = writer.close(estimator.counters)

@@ -237,7 +237,11 @@ def fit_for_model(
     """
     _, checkpoint = load_checkpoint(checkpoint_path)
     config = config or checkpoint.config.occlusion_regressor
-    inference = InferenceConfig(model_dir=str(model_dir), device="cpu", threads=2)
+    # Fitted on the float network's outputs, which every device's model reproduces (the int8
+    # file within the agreement headpose-quantize records), so one OR serves CPU and GPU.
+    inference = InferenceConfig(
+        model_dir=str(model_dir), device="cpu", precision="float32", threads=2
+    )
     model = load_model(inference)
     runner = ModelRunner(model, inference)
     output = model_dir / "or.npz"

@@ -582,9 +582,13 @@ def main(argv: list[str] | None = None) -> int:
         set_manifest_fields,
     )
     from headpose_training.occlusion_regressor_training import fit_for_model
+    from headpose_training.quantize import quantize_export
 
     export_dir = args.export_to or args.out / "export"
     manifest_path = export_checkpoint(checkpoint, export_dir)
+    # The int8 copies the CPU runs by default; the OR and the presence thresholds below are
+    # fitted on the float network, which the int8 files reproduce within quantize.TOLERANCE.
+    quantize_export(manifest_path, checkpoint, args.data)
     if not args.no_or:
         # The OR learns from the exported MNN's own outputs, so it is fitted after export and
         # registered in the manifest before the evaluation runs both passes (MNN, MNN+OR).

@@ -122,7 +122,11 @@ def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_
     assert main([*args, "--cache", str(tmp_path / "cache"), "--export-to", str(export)]) == 0
 
     manifest, files = load_manifest(export / "manifest.json")  # hashes of all three verified
-    assert set(files) == {"mnn", "encoder", "or"}
+    # The int8 copies are shipped unless they disagree with the float networks (then removed).
+    int8 = manifest.training["int8"]
+    assert int8["agreement_on_validation_faces"]["mnn"]["faces"] > 0
+    shipped = {f"{role}_int8" for role in ("mnn", "encoder") if role not in int8["refused"]}
+    assert set(files) == {"mnn", "encoder", "or"} | shipped
     assert manifest.training["config"]["occlusion_regressor"]["num_stages"] == 2
     assert manifest.training["occlusion_regressor"]["stages_kept"] in (1, 2)
     metrics = manifest.training["metrics"]["helen_test"]

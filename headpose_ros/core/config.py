@@ -197,8 +197,8 @@ class InferenceConfig:
         "auto",
         "Network arithmetic: auto (the model's int8 file on the CPU when the manifest lists one, "
         "float32 on a GPU), float32, or int8 (CPU only). The int8 file is the float network "
-        "statically quantised after training; on a 2-core CPU it runs in about 0.6 of the time "
-        "and its validation accuracy is the float model's (see the model card).",
+        "statically quantised after training; on a 2-core CPU it runs in about two thirds of the "
+        "time, with the float model's validation accuracy (see the model card).",
         choices=("auto", "float32", "int8"),
     )
     threads: int = setting(

@@ -1,9 +1,9 @@
 """``headpose-quantize``: int8 copies of the exported networks, for onnxruntime's CPU kernels.
 
 Why: a robot's CPU is the product's usual device, and the network is most of a face's cost.
-On the 2-core development CPU the float MNN (a crop and its mirror image, one batch of two)
-takes about 3.6-4.1 ms; its static int8 quantisation about 2.3 ms, with the float model's
-validation accuracy (the model card has the figures). The float files stay in the manifest:
+On the 2-core development CPU the static int8 quantisation of the MNN (a crop and its mirror
+image, one batch of two) takes 0.58-0.74 of the float network's time, with its validation
+accuracy (the model card has the figures). The float files stay in the manifest:
 GPUs run them, and ``inference.precision`` chooses (:func:`headpose_ros.core.inference.
 network_role`).
 

@@ -122,14 +122,15 @@ def run_ours(
     warmup: int,
     asynchronous: bool = True,
     fps: float = 0.0,
+    device: str = "cpu",
 ) -> dict:
     """Steady-state per-stage timings of HeadPoseEstimator on the frames.
 
     ``fps`` > 0 delivers the frames at that rate, as a camera does (the detector thread then
-    works between frames); 0 sends them back to back.
+    works between frames); 0 sends them back to back. ``device``: the network's.
     """
     settings = {
-        "inference.device": "cpu",
+        "inference.device": device,
         "inference.threads": 2,
         "tracking.deterministic_ids": True,
         "detector.asynchronous": asynchronous,

@@ -109,13 +109,15 @@ class _Crops(CalibrationDataReader):
 
 
 def calibration_inputs(
-    checkpoint_path: Path, data_root: Path, manifest: ModelManifest, per_source: int
+    split: dict[str, dict[str, FaceSet]], manifest: ModelManifest, per_source: int, seed: int
 ) -> np.ndarray:
-    """Network inputs of ``per_source`` training faces per source, each followed by its mirror."""
-    _, checkpoint = load_checkpoint(checkpoint_path)
-    rng = np.random.default_rng(checkpoint.config.seed)
+    """Network inputs of ``per_source`` training faces per source, each followed by its mirror.
+
+    ``split`` is the run's faces by source and side (:func:`split_faces`).
+    """
+    rng = np.random.default_rng(seed)
     crops = []
-    for sides in split_faces(checkpoint_path, data_root).values():
+    for sides in split.values():
         train = sides["train"]
         chosen = rng.choice(len(train), min(per_source, len(train)), replace=False)
         crops.append(face_crops(train.subset(sorted(chosen.tolist())), manifest.input_size))
@@ -263,11 +265,12 @@ def quantize_export(
     manifest, files = load_manifest(manifest_path)
     folder = manifest_path.parent
     size = manifest.input_size
-    calibration = calibration_inputs(checkpoint_path, data_root, manifest, per_source)
     _, checkpoint = load_checkpoint(checkpoint_path)
+    split = split_faces(checkpoint_path, data_root)
+    calibration = calibration_inputs(split, manifest, per_source, checkpoint.config.seed)
     faces = {
         source: label_poses(sides["val"], checkpoint.mean_face_mm, size)
-        for source, sides in split_faces(checkpoint_path, data_root).items()
+        for source, sides in split.items()
     }
     validation = to_network_input(
         np.concatenate([face_crops(val, size) for val in faces.values()]),

@@ -37,6 +37,10 @@ from headpose_ros.core.config import config_from_flat
 from headpose_ros.core.crop import SquareBox, crop_affine, crop_image, to_network_input
 from headpose_ros.core.inference import ModelRunner, load_model
 from headpose_ros.core.metrics import YAW_BINS
+from headpose_training.calibration import face_crops
+from headpose_training.faces import FaceSet, load_aflw_faces
+from headpose_training.pose_labels import pose_from_landmarks
+from headpose_training.quantize import run_in_batches
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VALIDATION_LIST = REPO_ROOT / "training" / "results" / "compact" / "aflw_val_per_face.csv"
@@ -55,7 +59,7 @@ def face_side(box: SquareBox, crop_margin: float) -> float:
     return box.side / (1.0 + 2.0 * crop_margin)
 
 
-def ours(images: list[np.ndarray], boxes: list[SquareBox], model_dir: str) -> np.ndarray:
+def ours(faces: FaceSet, model_dir: str) -> np.ndarray:
     """Yaw (deg) of the shipped network, as the node runs it on the CPU."""
     settings = {"inference.device": "cpu", "inference.threads": 2}
     if model_dir:
@@ -63,18 +67,9 @@ def ours(images: list[np.ndarray], boxes: list[SquareBox], model_dir: str) -> np
     config = config_from_flat(settings).inference
     runner = ModelRunner(load_model(config), config)
     print(f"ours: {runner.role} on {runner.device}, {runner.precision}")
-    size = runner.manifest.input_size
-    yaw = []
-    for start in tqdm(range(0, len(images), 64), desc="ours", unit="batch"):
-        crops = [
-            crop_image(image, crop_affine(box, size), size, cv2.BORDER_REPLICATE)
-            for image, box in zip(
-                images[start : start + 64], boxes[start : start + 64], strict=True
-            )
-        ]
-        inputs = to_network_input(np.stack(crops), runner.manifest.normalisation)
-        yaw.append(runner.run(inputs).pose_ed[:, 0])
-    return np.concatenate(yaw).astype(np.float64)
+    crops = face_crops(faces, runner.manifest.input_size)
+    inputs = to_network_input(crops, runner.manifest.normalisation)
+    return run_in_batches(runner, inputs).pose_ed[:, 0].astype(np.float64)
 
 
 def fsa_net(
@@ -109,8 +104,6 @@ def fsa_net(
 def mesh_pnp(images: list[np.ndarray], mean_face_m: np.ndarray) -> np.ndarray:
     """Yaw (deg, our convention) of MediaPipe face mesh + PnP; NaN where no face was found."""
     from mediapipe.python.solutions import face_mesh
-
-    from headpose_training.pose_labels import pose_from_landmarks
 
     mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False)
     yaw = np.full(len(images), np.nan)
@@ -175,8 +168,6 @@ def main() -> int:
     if not aflw_dir.is_dir() or not VALIDATION_LIST.is_file():
         print(f"needs {aflw_dir} and {VALIDATION_LIST}")
         return 1
-    from headpose_training.faces import load_aflw_faces
-
     config = config_from_flat(
         {"inference.model_dir": args.model_dir} if args.model_dir else {}
     ).inference
@@ -195,9 +186,7 @@ def main() -> int:
         f"{len(faces)}"
     )
 
-    models: dict[str, Callable[[], np.ndarray]] = {
-        "ours": lambda: ours(images, boxes, args.model_dir)
-    }
+    models: dict[str, Callable[[], np.ndarray]] = {"ours": lambda: ours(faces, args.model_dir)}
     fsa_dir = args.shared / "peers" / "fsanet"
     if (fsa_dir / "fsanet1x1.onnx").is_file():
         models["FSA-Net"] = lambda: fsa_net(images, boxes, manifest.crop_margin, fsa_dir)

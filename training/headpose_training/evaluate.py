@@ -73,6 +73,7 @@ from headpose_training.pose_labels import pose_from_landmarks
 
 __all__ = [
     "Predictions",
+    "cpu_runner",
     "evaluate_export",
     "json_safe",
     "label_report",
@@ -210,6 +211,18 @@ def _timed_ms(call: Callable[[], object], repeats: int, warm_up: int = 10) -> di
     return {"p50": 1000 * float(np.median(times)), "p95": 1000 * float(np.percentile(times, 95))}
 
 
+def cpu_runner(model_dir: Path, role: str, precision: str, threads: int = 2) -> ModelRunner:
+    """Build the core's runner of ``role`` ("mnn" or "encoder") on the CPU, else as the node."""
+    config = InferenceConfig(
+        model_dir=str(model_dir),
+        device="cpu",
+        precision=precision,
+        threads=threads,
+        encoder_only=role == "encoder",
+    )
+    return ModelRunner(load_model(config), config)
+
+
 def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -> dict[str, float]:
     """Single-face milliseconds of each shipped stage, run as the product runs them.
 
@@ -227,27 +240,17 @@ def measure_latency(manifest_path: Path, repeats: int = 200, threads: int = 2) -
     for role in ("mnn", "encoder"):
         if role not in files:
             continue
-        default_precision = "float32"
-        for precision in ("auto", "float32"):  # auto first: it sets default_precision
-            config = InferenceConfig(
-                model_dir=str(manifest_path.parent),
-                device="cpu",
-                precision=precision,
-                threads=threads,
-                encoder_only=role == "encoder",
-            )
-            runner = ModelRunner(load_model(config), config)
-            if precision == "float32" and default_precision == "float32":
-                continue  # the default already ran the float file
+        default = cpu_runner(manifest_path.parent, role, "auto", threads)
+        runners = {role: default}
+        if default.precision == "int8":
+            runners[f"{role}_float32"] = cpu_runner(manifest_path.parent, role, "float32", threads)
+        for name, runner in runners.items():
             timing = _timed_ms(lambda runner=runner: runner.run(batch), repeats)
-            name = role if precision == "auto" else f"{role}_float32"
             latency.update({f"{name}_ms_{key}": value for key, value in timing.items()})
-            if precision == "auto":
-                default_precision = runner.precision
-            if role == "mnn" and precision == "auto":
-                outputs = runner.run(batch)
-                latency["mirror_average"] = float(runner.mirror_average)
-                latency["int8"] = float(runner.precision == "int8")
+        if role == "mnn":
+            outputs = default.run(batch)
+            latency["mirror_average"] = float(default.mirror_average)
+            latency["int8"] = float(default.precision == "int8")
     if "or" in files and outputs is not None:
         regressor = OcclusionRegressor.load(files["or"], manifest.mean_face_m)
         args = (outputs.heatmaps, outputs.pose_ae, outputs.visibility, float(size))

@@ -43,16 +43,15 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from headpose_ros.core.config import InferenceConfig
 from headpose_ros.core.crop import apply_affine, crop_affine, to_network_input
 from headpose_ros.core.decoding import decode_heatmaps
-from headpose_ros.core.inference import ModelRunner, NetworkOutputs, load_model
+from headpose_ros.core.inference import ModelRunner, NetworkOutputs
 from headpose_ros.core.manifest import INT8_SUFFIX, ModelManifest, load_manifest
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face
 from headpose_training.calibration import face_crops
 from headpose_training.checkpoint import load_checkpoint
 from headpose_training.config import DEFAULT_DATA
-from headpose_training.evaluate import yaw_report
+from headpose_training.evaluate import cpu_runner, yaw_report
 from headpose_training.export import add_files_to_manifest, set_manifest_fields
 from headpose_training.faces import FaceSet, label_poses
 from headpose_training.occlusion_regressor_training import split_faces
@@ -66,6 +65,7 @@ __all__ = [
     "main",
     "quantize_export",
     "quantize_network",
+    "run_in_batches",
     "validation_accuracy",
 ]
 
@@ -150,7 +150,8 @@ def quantize_network(
         )
 
 
-def _run_all(runner: ModelRunner, inputs: np.ndarray, batch: int = 64) -> NetworkOutputs:
+def run_in_batches(runner: ModelRunner, inputs: np.ndarray, batch: int = 64) -> NetworkOutputs:
+    """Run many network inputs ``(N, 3, S, S)`` through ``runner``, ``batch`` at a time."""
     parts = [runner.run(inputs[start : start + batch]) for start in range(0, len(inputs), batch)]
 
     def joined(name: str) -> np.ndarray | None:
@@ -162,51 +163,40 @@ def _run_all(runner: ModelRunner, inputs: np.ndarray, batch: int = 64) -> Networ
 
 
 def answers_by_precision(
-    model_dir: Path, encoder_only: bool, inputs: np.ndarray
+    model_dir: Path, role: str, inputs: np.ndarray
 ) -> dict[str, NetworkOutputs]:
-    """Run ``inputs`` through the float and the int8 network as the product runs them."""
-    answers = {}
-    for precision in ("float32", "int8"):
-        config = InferenceConfig(
-            model_dir=str(model_dir),
-            device="cpu",
-            precision=precision,
-            threads=2,
-            encoder_only=encoder_only,
-        )
-        answers[precision] = _run_all(ModelRunner(load_model(config), config), inputs)
-    return answers
+    """Run ``inputs`` through ``role``'s float and int8 network as the product runs them."""
+    return {
+        precision: run_in_batches(cpu_runner(model_dir, role, precision), inputs)
+        for precision in ("float32", "int8")
+    }
 
 
 def agreement(
-    reference: NetworkOutputs, quantised: NetworkOutputs, crop_size: int
+    reference: NetworkOutputs, other: NetworkOutputs, crop_size: int
 ) -> dict[str, float]:
-    """How far the int8 network's answers are from the float one's.
+    """How far two networks' answers on the same crops are apart: mean, p99 and max.
 
-    Angles are p^ED's, in degrees; landmarks are decoded from the heatmaps, in pixels of the
-    ``crop_size`` crop; translation is p^ED's, relative.
+    Angles are p^ED's, in degrees; translation is p^ED's, relative; landmarks are decoded from
+    the heatmaps, in pixels of the ``crop_size`` crop; visibility in probability.
     """
-    angles = np.abs(reference.pose_ed[:, :3] - quantised.pose_ed[:, :3])
     translation = reference.pose_ed[:, 3:]
-    moved = np.linalg.norm(translation - quantised.pose_ed[:, 3:], axis=1)
-    report = {
-        "faces": len(reference.pose_ed),
-        "angles_deg_mean": float(angles.mean()),
-        "angles_deg_p99": float(np.percentile(angles, 99)),
-        "angles_deg_max": float(angles.max()),
-        "translation_relative_mean": float(np.mean(moved / np.linalg.norm(translation, axis=1))),
+    moved = np.linalg.norm(translation - other.pose_ed[:, 3:], axis=1)
+    apart = {
+        "angles_deg": np.abs(reference.pose_ed[:, :3] - other.pose_ed[:, :3]),
+        "translation_relative": moved / np.linalg.norm(translation, axis=1),
     }
-    if reference.heatmaps is not None and quantised.heatmaps is not None:
+    if reference.heatmaps is not None and other.heatmaps is not None:
         points = [
-            decode_heatmaps(answer.heatmaps, float(crop_size))[0]
-            for answer in (reference, quantised)
+            decode_heatmaps(answer.heatmaps, float(crop_size))[0] for answer in (reference, other)
         ]
-        shift = np.linalg.norm(points[0] - points[1], axis=-1)
-        report["landmarks_px_mean"] = float(shift.mean())
-        report["landmarks_px_p99"] = float(np.percentile(shift, 99))
-        report["visibility_mean"] = float(
-            np.mean(np.abs(reference.visibility - quantised.visibility))
-        )
+        apart["landmarks_px"] = np.linalg.norm(points[0] - points[1], axis=-1)
+        apart["visibility"] = np.abs(reference.visibility - other.visibility)
+    report: dict[str, float] = {"faces": len(reference.pose_ed)}
+    for name, values in apart.items():
+        report[f"{name}_mean"] = float(values.mean())
+        report[f"{name}_p99"] = float(np.percentile(values, 99))
+        report[f"{name}_max"] = float(values.max())
     return report
 
 
@@ -292,7 +282,7 @@ def quantize_export(
         quantize_network(files[role], int8_path, calibration, manifest.outputs.image)
         # Registered first: the comparison loads it as the product does, from the manifest.
         add_files_to_manifest(manifest_path, {int8_role: int8_path})
-        answers = answers_by_precision(folder, role == "encoder", validation)
+        answers = answers_by_precision(folder, role, validation)
         figures = agreement(answers["float32"], answers["int8"], size)
         report["agreement_on_validation_faces"][role] = figures
         report["validation_accuracy"][role] = {

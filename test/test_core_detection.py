@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from headpose_ros.core import detection
 from headpose_ros.core.config import DetectorConfig
 from headpose_ros.core.detection import (
     TILE_FACE_RATIO,
@@ -73,6 +74,24 @@ def test_merging_keeps_one_detection_per_face() -> None:
     assert [d.score for d in merged] == [0.95]
 
 
+def test_mirror_views_count_as_views_but_keep_the_image_s_own_boxes() -> None:
+    seen_once = Detection(box=(100.0, 100.0, 200.0, 200.0), score=0.55)
+    assert merge_detections([seen_once], 0.6) == []
+    # The same face, found again in the mirror image with a higher score and a shifted box:
+    # it is now seen twice, and keeps the box the image itself gave, at the better score.
+    in_mirror = Detection(box=(104.0, 98.0, 206.0, 202.0), score=0.9)
+    assert merge_detections([seen_once], 0.6, [in_mirror]) == [
+        Detection(box=seen_once.box, score=0.9)
+    ]
+    # A part of that face (an eye) the image scores lower does not shrink the mirror's face.
+    eye = Detection(box=(150.0, 120.0, 185.0, 150.0), score=0.5)
+    assert merge_detections([eye], 0.6, [in_mirror]) == [in_mirror]
+    # A face only the mirror image shows is a face of its own, under the same rules.
+    only_in_mirror = Detection(box=(400.0, 100.0, 500.0, 200.0), score=0.7)
+    merged = merge_detections([seen_once], 0.6, [in_mirror, only_in_mirror])
+    assert merged == [Detection(box=seen_once.box, score=0.9), only_in_mirror]
+
+
 def test_parts_of_a_bigger_face_are_dropped_but_small_faces_elsewhere_kept() -> None:
     # A turned head (landmark box 100 px) with its ear found as a face beside it, half
     # outside the landmark box: a part of the head, not a second person.
@@ -90,10 +109,12 @@ def test_parts_of_a_bigger_face_are_dropped_but_small_faces_elsewhere_kept() -> 
 
 @pytest.mark.parametrize("crop", ["image04569.jpg", "image05027.jpg"])
 def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
-    shared_dir: Path, crop: str
+    shared_dir: Path, crop: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Real AFLW profiles (yaw 91 and 79 degrees) that BlazeFace scores 0.41 and 0.38: the
-    # legacy MediaPipe graph never reports them (its floor is 0.5); the detector must.
+    # legacy MediaPipe graph never reports them (its floor is 0.5); the detector must. (The
+    # mirror view, off here, scores the second one above 0.5.)
+    monkeypatch.setattr(detection, "MIRROR_REGION_SHARE", float("inf"))
     folder = shared_dir / "data" / "aflw_crops" / "images"
     if not (folder / crop).is_file():
         pytest.skip(f"needs the AFLW crops at {folder}")
@@ -109,6 +130,32 @@ def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
             detector.close()
         assert bool(found) == expected
         assert all(min_score <= d.score < 0.5 for d in found)
+
+
+@pytest.mark.parametrize("crop", ["image08555.jpg", "image25893.jpg"])
+def test_turned_heads_blazeface_sees_only_in_the_mirror_are_found_where_they_are(
+    shared_dir: Path, crop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Held-out AFLW profiles (yaw -106 and 77 degrees) that BlazeFace finds only in the mirror
+    # image, placed off-centre so that a box not mapped back from the mirror would miss.
+    path = shared_dir / "data" / "aflw_crops" / "images" / crop
+    if not path.is_file():
+        pytest.skip(f"needs the AFLW crops at {path.parent}")
+    face = cv2.resize(cv2.imread(str(path)), None, fx=2.0, fy=2.0)
+    frame = cv2.copyMakeBorder(face, 40, 40, 40, 400, cv2.BORDER_REPLICATE)
+    where = np.array([40.0, 40.0, 280.0, 280.0])
+    detector = MediaPipeFaceDetector(DetectorConfig())
+
+    def found() -> bool:
+        return any(box_iou(np.asarray(d.box), where) > 0.3 for d in detector.detect(frame))
+
+    try:
+        with_mirror = found()
+        monkeypatch.setattr(detection, "MIRROR_REGION_SHARE", float("inf"))
+        assert not found()
+        assert with_mirror
+    finally:
+        detector.close()
 
 
 def test_external_boxes_never_raise() -> None:

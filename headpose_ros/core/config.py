@@ -99,8 +99,8 @@ class DetectorConfig:
         "Detections below this confidence are ignored. Turned heads score low: 0.3 finds "
         "more of them (pasted AFLW faces turned 30-60 degrees in "
         "benchmarks/bench_detectors.py: 98% published against 96%), but it also passes a few "
-        "false faces that the network does not rule out (the demo's spacesuit; 0.17 against "
-        "0.09 per pasted AFLW scene). Detections under 0.5 must be seen clearly by the "
+        "false faces that the network does not rule out (the demo's spacesuit; 0.16 against "
+        "0.06 per pasted AFLW scene). Detections under 0.5 must be seen clearly by the "
         "network. The full-range model reports none below 0.5.",
         low=0.0,
         high=1.0,

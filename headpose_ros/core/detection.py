@@ -102,10 +102,12 @@ MERGE_CONTAINMENT = 0.6
 #: Regions at least this share of the image's shorter side (the whole image and the largest
 #: tiles) are also searched mirrored: BlazeFace is not mirror-symmetric in practice and
 #: finds some turned heads only in the mirror image. On held-out AFLW scenes (each crop scaled
-#: x3 in a 600x600 frame, the product path) the mirror views found 29 of the 87 faces the
+#: x3 in a 600x600 frame, the product path) the mirror views found 26 of the 87 faces the
 #: product path missed and lost none of 250 it found. With the default smallest face (40 px)
 #: that is 5 more BlazeFace runs over the 121 of a 600x600 frame, 17 over 89 in 640x480 and
-#: 12 over 228 in 1280x720; mirroring every tile found 2 more at three times the time.
+#: 12 over 228 in 1280x720; mirroring every tile found 2 more in a first trial, at three
+#: times the time. Mirror views are counted apart from the image's own for the single-view
+#: rule (:func:`merge_detections`): counted together, they passed the demo's spacesuit.
 MIRROR_REGION_SHARE = 0.5
 #: A face the image itself shows at a box overlapping the mirror view's by more than this keeps
 #: the image's box (its landmarks start from it); a lower overlap is a part of the face (an eye,
@@ -200,9 +202,8 @@ class MediaPipeFaceDetector(FaceDetector):
     def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
         """Detect region by region, pausing after each (one or two BlazeFace runs, 1-3 ms each).
 
-        Large regions are also searched in the mirror image (:data:`MIRROR_REGION_SHARE`): a
-        face found both ways counts as two views, keeping its box from the image itself
-        (:func:`merge_detections`).
+        Large regions are also searched in the mirror image (:data:`MIRROR_REGION_SHARE`); a
+        face found both ways keeps its box from the image itself (:func:`merge_detections`).
         """
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         mirror = np.ascontiguousarray(rgb[:, ::-1])
@@ -429,33 +430,35 @@ def merge_detections(
     at two levels, or a part of a face seen as a face. A face seen only once is kept from
     ``single_view_min_score``: over a tile pyramid a real face is usually found by several
     overlapping tiles and levels, a face-like texture by one. ``mirror_views`` (boxes found in
-    the mirror image, mapped back) are views like the others, except that a face the image
-    itself shows at about the same box (IoU above :data:`MIRROR_SAME_BOX_IOU`) keeps the
-    image's box: the mirror adds faces and views, not new boxes for faces the image frames
-    well. Last, detections that are parts of a bigger face at least as confident
+    the mirror image, mapped back) find faces too, under the same rule, but are counted apart:
+    a region and its mirror image are not two independent looks (a texture seen once is
+    usually seen in its mirror too, like the spacesuit of the demo's astronaut). A face the
+    image itself shows at about the same box (IoU above :data:`MIRROR_SAME_BOX_IOU`) keeps the
+    image's box: the mirror adds faces, not new boxes for faces the image frames well. Last,
+    detections that are parts of a bigger face at least as confident
     (:data:`PART_SIDE_RATIO`) are dropped.
     """
     kept: list[Detection] = []
-    views: list[int] = []
+    views: list[list[int]] = []  # per face: [views in the image, views in the mirror image]
     box_from_mirror: list[bool] = []
-    every_view = [(d, False) for d in detections] + [(d, True) for d in mirror_views]
-    for detection, in_mirror in sorted(every_view, key=lambda view: -view[0].score):
+    every_view = [(d, 0) for d in detections] + [(d, 1) for d in mirror_views]
+    for detection, source in sorted(every_view, key=lambda view: -view[0].score):
         box = np.asarray(detection.box)
         twin = next((i for i, k in enumerate(kept) if _same_face(box, np.asarray(k.box))), None)
         if twin is None:
             kept.append(detection)
-            views.append(1)
-            box_from_mirror.append(in_mirror)
+            views.append([1 - source, source])
+            box_from_mirror.append(source == 1)
             continue
-        views[twin] += 1
+        views[twin][source] += 1
         same_box = _overlap(box, np.asarray(kept[twin].box))[0] > MIRROR_SAME_BOX_IOU
-        if box_from_mirror[twin] and not in_mirror and same_box:
+        if box_from_mirror[twin] and source == 0 and same_box:
             kept[twin] = Detection(box=detection.box, score=kept[twin].score)
             box_from_mirror[twin] = False
     faces = [
         detection
         for detection, seen in zip(kept, views, strict=True)
-        if seen > 1 or detection.score >= single_view_min_score
+        if max(seen) > 1 or detection.score >= single_view_min_score
     ]
     return [
         d

@@ -36,8 +36,8 @@ from tqdm import tqdm
 from headpose_ros.core.config import config_from_flat
 from headpose_ros.core.crop import SquareBox, crop_affine, crop_image, to_network_input
 from headpose_ros.core.inference import ModelRunner, load_model
-from headpose_ros.core.metrics import YAW_BINS
 from headpose_training.calibration import face_crops
+from headpose_training.evaluate import yaw_report
 from headpose_training.faces import FaceSet, load_aflw_faces
 from headpose_training.pose_labels import pose_from_landmarks
 from headpose_training.quantize import run_in_batches
@@ -131,28 +131,26 @@ def matched_sign(yaw: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, float]
 
 
 def by_bin(yaw: np.ndarray, label: np.ndarray) -> dict[str, dict[str, float]]:
-    """MAE, slope and share answered per |yaw| bin of the label, and overall."""
-    rows = {}
-    last = YAW_BINS[-1]
-    named = [(f"[{a:g},{b:g}{']' if (a, b) == last else ')'}", (a, b)) for a, b in YAW_BINS]
-    for name, (low, high) in [("all", (0.0, np.inf)), *named]:
-        # Half-open bins, the last one closed (90 degrees counts in it), as the evaluation's.
-        inside = np.abs(label) <= high if (low, high) == last else np.abs(label) < high
-        chosen = (np.abs(label) >= low) & inside
-        answered = chosen & np.isfinite(yaw)
-        error = np.abs(yaw[answered] - label[answered])
-        slope = (
-            float(np.polyfit(label[answered], yaw[answered], 1)[0])
-            if answered.sum() > 2
-            else float("nan")
-        )
-        rows[name] = {
-            "faces": int(chosen.sum()),
-            "answered": float(answered.sum() / max(chosen.sum(), 1)),
-            "mae": float(error.mean()) if error.size else float("nan"),
-            "slope": slope,
+    """MAE, slope and the share of faces answered, overall and per |yaw| bin of the label.
+
+    MAE and slope are the evaluation's own (``yaw_report``, over the answered faces).
+    """
+    answered = yaw_report(yaw, label)
+    every_face = yaw_report(label, label)  # the same bins over every labelled face
+    pairs = [("all", answered["overall"], every_face["overall"])]
+    pairs += [
+        (b, answered["by_abs_yaw"][b], every_face["by_abs_yaw"][b])
+        for b in every_face["by_abs_yaw"]
+    ]
+    return {
+        name: {
+            "faces": faces["count"],
+            "answered": got["count"] / max(faces["count"], 1),
+            "mae": got["mae"],
+            "slope": got["slope"],
         }
-    return rows
+        for name, got, faces in pairs
+    }
 
 
 def main() -> int:

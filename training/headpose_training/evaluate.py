@@ -66,19 +66,22 @@ from headpose_ros.core.pipeline import HeadPoseEstimator
 from headpose_ros.tools.annotations import annotated_face
 from headpose_training.augment import AugmentConfig, inside_crop, paint_occluder
 from headpose_training.checkpoint import load_checkpoint
-from headpose_training.config import DEFAULT_DATA
+from headpose_training.config import CACHE_DIR, DEFAULT_DATA, TrainConfig
 from headpose_training.data import iter_300w
 from headpose_training.faces import FaceSet, label_poses, load_aflw_faces
 from headpose_training.pose_labels import pose_from_landmarks
+from headpose_training.run_data import cached_mean_face, split_names, split_sources
 
 __all__ = [
     "Predictions",
+    "RunRecord",
     "cpu_runner",
     "evaluate_export",
     "json_safe",
     "label_report",
     "main",
     "measure_latency",
+    "run_record",
     "yaw_report",
 ]
 
@@ -478,14 +481,55 @@ def _found_by_bin(found: Predictions, yaw_label: np.ndarray) -> dict[str, float]
     return shares
 
 
-def aflw_validation_faces(checkpoint_path: Path, data_root: Path) -> FaceSet:
-    """Load the AFLW faces the checkpoint held out, pose-labelled with its own mean face."""
-    _, checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint.config
+@dataclass(frozen=True)
+class RunRecord:
+    """What the evaluation takes from the training run: its config, split and mean face."""
+
+    config: TrainConfig
+    split: dict[str, dict[str, list[str]]]
+    mean_face_mm: np.ndarray
+
+
+def run_record(
+    manifest_path: Path,
+    checkpoint_path: Path | None,
+    data_root: Path,
+    cache_dir: Path | None = CACHE_DIR,
+) -> RunRecord:
+    """Read the run's record from its checkpoint or, without one, rebuild it from the manifest.
+
+    The manifest stores the run's config and its face counts per source and side; the split is
+    seeded and the mean-face fit deterministic (:mod:`headpose_training.run_data`), so a
+    clean clone, which has the shipped model but not its run folder, evaluates the same held-out
+    faces. A rebuilt split whose counts differ from the recorded ones (other data) is refused.
+    """
+    if checkpoint_path is not None:
+        _, checkpoint = load_checkpoint(checkpoint_path)
+        return RunRecord(checkpoint.config, checkpoint.split, checkpoint.mean_face_mm)
+    training = json.loads(Path(manifest_path).read_text())["training"]
+    config = TrainConfig.from_dict(training["config"])
+    train, val = split_sources(config, data_root, cache_dir)
+    split = split_names(train, val)
+    counts = {
+        source: {side: len(names) for side, names in sides.items()}
+        for source, sides in split.items()
+    }
+    if counts != training["data"]["faces"]:
+        raise ValueError(
+            f"the split rebuilt from {manifest_path}'s config has {counts} faces, the run "
+            f"recorded {training['data']['faces']}: not the data it was trained on "
+            "(pass its --checkpoint)"
+        )
+    return RunRecord(config, split, cached_mean_face(config, train, cache_dir))
+
+
+def aflw_validation_faces(record: RunRecord, data_root: Path) -> FaceSet:
+    """Load the AFLW faces the run held out, pose-labelled with its own mean face."""
+    config = record.config
     faces = load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None)
-    wanted = set(checkpoint.split["aflw"]["val"])
+    wanted = set(record.split["aflw"]["val"])
     chosen = [i for i, name in enumerate(faces.names) if name in wanted]
-    return label_poses(faces.subset(chosen), checkpoint.mean_face_mm, config.model.input_size)
+    return label_poses(faces.subset(chosen), record.mean_face_mm, config.model.input_size)
 
 
 def _aflw_validation(manifest_path: Path, faces: FaceSet, out_dir: Path) -> dict[str, Any]:
@@ -601,7 +645,7 @@ def label_report(
 
 def evaluate_export(
     manifest_path: Path,
-    checkpoint_path: Path,
+    checkpoint_path: Path | None,
     data_root: Path,
     out_dir: Path,
     record_in_manifest: bool = False,
@@ -609,26 +653,29 @@ def evaluate_export(
 ) -> dict[str, Any]:
     """Evaluate the model of ``manifest_path`` (trained as ``checkpoint_path`` says).
 
+    Without ``checkpoint_path`` the run's split and mean face are rebuilt from the config the
+    manifest records (:func:`run_record`).
+
     ``data_root`` holds the run's 300-W and AFLW folders. Writes CSVs, plots and
     ``metrics.json`` to ``out_dir`` and returns the metrics; ``record_in_manifest`` also
     stores them in the manifest's training notes (file hashes are unaffected).
     """
     manifest_path = Path(manifest_path)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _, checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint.config
+    record = run_record(manifest_path, checkpoint_path, data_root)
+    config = record.config
     metrics: dict[str, Any] = {
         "helen_test": _helen_test(
             manifest_path, data_root / config.data_300w / "helen_test", out_dir, seed
         )
     }
-    if "aflw" in checkpoint.split:
-        aflw = aflw_validation_faces(checkpoint_path, data_root)
+    if "aflw" in record.split:
+        aflw = aflw_validation_faces(record, data_root)
         metrics["aflw_validation"] = _aflw_validation(manifest_path, aflw, out_dir)
         metrics["aflw_labels"] = label_report(
             aflw,
             load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None),
-            checkpoint.mean_face_mm,
+            record.mean_face_mm,
             config.model.input_size,
         )
     metrics["latency_ms"] = measure_latency(manifest_path)
@@ -653,7 +700,10 @@ def main(argv: list[str] | None = None) -> int:
         "--manifest", type=Path, required=True, help="manifest.json of the exported model"
     )
     parser.add_argument(
-        "--checkpoint", type=Path, required=True, help="the run's last.pt (split, mean face)"
+        "--checkpoint",
+        type=Path,
+        help="the run's last.pt (split, mean face); without it they are rebuilt from the "
+        "config the manifest records (same data, same split)",
     )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="data root")
     parser.add_argument(

@@ -1,9 +1,10 @@
 """``headpose-train``: train the MNN on 300-W and AFLW, export it, fit the OR and evaluate.
 
-Read top to bottom: the data (faces of every source, split by photograph, the mean 3D face and
-the pose labels), batch assembly, validation, the loop with checkpoints (resumable from
-``last.pt``), and the command line that chains training, export to ONNX, the OR fitted on the
-exported MNN's outputs and the held-out evaluation into one reproducible command.
+Read top to bottom: the data (:mod:`headpose_training.run_data`: faces of every source, split
+by photograph, the mean 3D face and the pose labels), batch assembly, validation, the loop with
+checkpoints (resumable from ``last.pt``), and the command line that chains training, export to
+ONNX, the OR fitted on the exported MNN's outputs and the held-out evaluation into one
+reproducible command.
 
 Schedule (paper 4.3.2). "pre+sym": heatmaps alone for ``pretrain_epochs``, then all four tasks
 of loss (5). "sym": all tasks from scratch. "pose": loss (1) alone (single-task baseline). Adam
@@ -16,7 +17,6 @@ after its epochs, or when the time budget is spent.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import random
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from headpose_ros.core.crop import apply_affine, crop_affine, to_network_input
+from headpose_ros.core.crop import to_network_input
 from headpose_ros.core.decoding import decode_heatmaps
 from headpose_ros.core.metrics import landmark_normaliser, nme_per_face, pose_errors
 from headpose_training.augment import AugmentConfig, FaceLabels, TrainingSample, make_sample
@@ -40,17 +40,12 @@ from headpose_training.config import CACHE_DIR, DEFAULT_DATA, TrainConfig, load_
 from headpose_training.faces import (
     FaceSet,
     draw_epoch,
-    label_poses,
-    load_300w_faces,
-    load_aflw_faces,
-    mean_face_observations,
-    split_by_group,
 )
 from headpose_training.losses import TASKS, LossWeights, heatmap_entropy_floor, multitask_loss
-from headpose_training.mean_face import estimate_mean_face, refine_mean_face
 from headpose_training.model import MNN
+from headpose_training.run_data import TrainingData, prepare_data
 
-__all__ = ["TrainingData", "main", "prepare_data", "train"]
+__all__ = ["main", "train"]
 
 #: Validation crops scored every epoch per source (all 300-W ones; a fixed sample of AFLW's).
 _EPOCH_VAL_FACES = 1000
@@ -61,114 +56,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-@dataclass
-class TrainingData:
-    """Training and validation faces per source (pose-labelled) and the mean face (70x3 mm)."""
-
-    train: list[FaceSet]
-    val: list[FaceSet]
-    weights: list[float]
-    mean_face_mm: np.ndarray
-
-    def split_names(self) -> dict[str, dict[str, list[str]]]:
-        """Face names per source and side, as the checkpoint stores them."""
-        return {
-            t.source: {"train": list(t.names), "val": list(v.names)}
-            for t, v in zip(self.train, self.val, strict=True)
-        }
-
-
-def prepare_data(
-    config: TrainConfig,
-    data_root: Path,
-    cache_dir: Path | None,
-    mean_face_mm: np.ndarray | None = None,
-) -> TrainingData:
-    """Load every source, split it by photograph, fit the mean face, label the poses.
-
-    The mean face is factorised from the 300-W training shapes and, with AFLW, given its depth
-    by AFLW's training faces (:mod:`headpose_training.mean_face`); validation faces never
-    touch it. A resumed run passes the checkpoint's ``mean_face_mm`` instead.
-    """
-    size = config.model.input_size
-    sources = [
-        load_300w_faces(
-            [data_root / config.data_300w / split for split in config.train_splits],
-            size,
-            config.crop_margin,
-            cache_dir,
-        )
-    ]
-    weights = [config.source_weights[0]]
-    if config.uses_aflw:
-        sources.append(
-            load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, cache_dir)
-        )
-        weights.append(config.source_weights[1])
-    splits = [split_by_group(s.groups, config.val_fraction, config.seed) for s in sources]
-    train = [s.subset(t) for s, (t, _) in zip(sources, splits, strict=True)]
-    val = [s.subset(v) for s, (_, v) in zip(sources, splits, strict=True)]
-    if mean_face_mm is None:
-        mean_face_mm = _cached_mean_face(config, train, cache_dir)
-    train = [label_poses(s, mean_face_mm, size, cache_dir) for s in train]
-    val = [label_poses(s, mean_face_mm, size, cache_dir) for s in val]
-    return TrainingData(train, val, weights, mean_face_mm)
-
-
-def _cached_mean_face(
-    config: TrainConfig, train: list[FaceSet], cache_dir: Path | None
-) -> np.ndarray:
-    """:func:`_fit_mean_face`, cached under a hash of everything it depends on."""
-    key = {
-        "faces": [sorted(s.names) for s in train],
-        "input": config.model.input_size,
-        "margin": config.crop_margin,
-        "iterations": config.mean_face_iterations,
-        "aflw_faces": config.mean_face_aflw_faces,
-        "seed": config.seed,
-        "version": 2,
-    }
-    path = None
-    if cache_dir is not None:
-        digest = hashlib.sha1(json.dumps(key).encode()).hexdigest()[:10]
-        path = cache_dir / f"mean_face_{digest}.npy"
-        if path.is_file():
-            return np.load(path)
-    model = _fit_mean_face(config, train)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, model)
-    return model
-
-
-def _fit_mean_face(config: TrainConfig, train: list[FaceSet]) -> np.ndarray:
-    """Factorise the 300-W training shapes; refine the depth with AFLW's yaw labels if used."""
-    size = config.model.input_size
-    faces_300w = train[0]
-    shapes = np.stack(
-        [
-            apply_affine(faces_300w.landmarks[i], crop_affine(faces_300w.box(i), size))
-            for i in range(len(faces_300w))
-        ]
-    )
-    initial = estimate_mean_face(shapes[np.all(faces_300w.mask > 0, axis=1)])
-    if len(train) == 1:
-        return initial
-    aflw = train[1]
-    rng = np.random.default_rng(config.seed)
-    chosen = rng.permutation(len(aflw))[: config.mean_face_aflw_faces]
-    observations = mean_face_observations(aflw, chosen, size)
-    observations += mean_face_observations(faces_300w, np.arange(len(faces_300w)), size)
-    refined = refine_mean_face(initial, observations, size, config.mean_face_iterations)
-    for iteration, record in enumerate(refined.history, start=1):
-        print(
-            f"mean face pass {iteration}: free-PnP yaw vs AFLW label"
-            f" {record['free_pnp_yaw_mae_deg']:.2f} deg MAE",
-            flush=True,
-        )
-    return refined.model_mm
 
 
 def face_labels(faces: FaceSet, index: int) -> FaceLabels:

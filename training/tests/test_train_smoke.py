@@ -5,6 +5,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_RUN
@@ -12,7 +13,7 @@ from conftest import TINY_RUN
 from headpose_ros.core.manifest import load_manifest
 from headpose_training.checkpoint import load_checkpoint
 from headpose_training.config import TrainConfig, load_config
-from headpose_training.evaluate import evaluate_export
+from headpose_training.evaluate import evaluate_export, run_record
 from headpose_training.train import main, train
 
 
@@ -111,6 +112,25 @@ def test_export_and_evaluate_end_to_end(tiny_export, tiny_run, tiny_data, tmp_pa
     recorded = json.loads(tiny_export.read_text(), parse_constant=reject)["training"]["metrics"]
     assert recorded["helen_test"]["faces"] == 3
     load_manifest(tiny_export)  # still valid, hashes unchanged
+
+
+def test_a_clone_without_the_run_folder_finds_the_run_s_split_and_mean_face_again(
+    tiny_export, tiny_run, tiny_data, tmp_path
+):
+    # A clean clone has the shipped manifest but not the checkpoint: the evaluation rebuilds
+    # the held-out faces and the mean face from the config the manifest records.
+    _, checkpoint = load_checkpoint(tiny_run)
+    rebuilt = run_record(tiny_export, None, tiny_data, tmp_path / "cache")
+    assert rebuilt.split == checkpoint.split
+    np.testing.assert_array_equal(rebuilt.mean_face_mm, checkpoint.mean_face_mm)
+    assert rebuilt.config == checkpoint.config
+    # Other data (here: one 300-W face fewer) would be another split: refused, not evaluated.
+    fewer = shutil.copytree(tiny_data, tmp_path / "fewer")
+    first = sorted((fewer / "300w_subset" / "afw").glob("*.pts"))[0]
+    first.unlink()
+    first.with_suffix(".jpg").unlink()
+    with pytest.raises(ValueError, match="not the data it was trained on"):
+        run_record(tiny_export, None, fewer, tmp_path / "cache")
 
 
 def test_one_command_trains_exports_fits_the_or_and_evaluates(tiny_config, tiny_data, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headpose_ros.core import detection
 from headpose_ros.core.config import DetectorConfig
 from headpose_ros.core.detection import (
     TILE_FACE_RATIO,
@@ -115,12 +114,11 @@ def test_parts_of_a_bigger_face_are_dropped_but_small_faces_elsewhere_kept() -> 
 
 @pytest.mark.parametrize("crop", ["image04569.jpg", "image05027.jpg"])
 def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
-    shared_dir: Path, crop: str, monkeypatch: pytest.MonkeyPatch
+    shared_dir: Path, crop: str
 ) -> None:
     # Real AFLW profiles (yaw 91 and 79 degrees) that BlazeFace scores 0.41 and 0.38: the
     # legacy MediaPipe graph never reports them (its floor is 0.5); the detector must. (The
     # mirror view, off here, scores the second one above 0.5.)
-    monkeypatch.setattr(detection, "MIRROR_REGION_SHARE", float("inf"))
     folder = shared_dir / "data" / "aflw_crops" / "images"
     if not (folder / crop).is_file():
         pytest.skip(f"needs the AFLW crops at {folder}")
@@ -129,7 +127,9 @@ def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
     )
     face = np.array([60.0, 60.0, 180.0, 180.0])
     for min_score, expected in ((0.3, True), (0.5, False)):
-        detector = MediaPipeFaceDetector(DetectorConfig(min_score=min_score, smallest_face_px=0))
+        detector = MediaPipeFaceDetector(
+            DetectorConfig(min_score=min_score, smallest_face_px=0, mirror_region_share=2.0)
+        )
         try:
             found = [d for d in detector.detect(scene) if box_iou(np.asarray(d.box), face) > 0.2]
         finally:
@@ -140,7 +140,7 @@ def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
 
 @pytest.mark.parametrize("crop", ["image08555.jpg", "image25893.jpg"])
 def test_turned_heads_blazeface_sees_only_in_the_mirror_are_found_where_they_are(
-    shared_dir: Path, crop: str, monkeypatch: pytest.MonkeyPatch
+    shared_dir: Path, crop: str
 ) -> None:
     # Held-out AFLW profiles (yaw -106 and 77 degrees) that BlazeFace finds only in the mirror
     # image, placed off-centre so that a box not mapped back from the mirror would miss.
@@ -150,18 +150,21 @@ def test_turned_heads_blazeface_sees_only_in_the_mirror_are_found_where_they_are
     face = cv2.resize(cv2.imread(str(path)), None, fx=2.0, fy=2.0)
     frame = cv2.copyMakeBorder(face, 40, 40, 40, 400, cv2.BORDER_REPLICATE)
     where = np.array([40.0, 40.0, 280.0, 280.0])
-    detector = MediaPipeFaceDetector(DetectorConfig())
 
-    def found() -> bool:
-        return any(box_iou(np.asarray(d.box), where) > 0.3 for d in detector.detect(frame))
+    def found(mirror_region_share: float) -> bool:
+        config = DetectorConfig(mirror_region_share=mirror_region_share)
+        detector = MediaPipeFaceDetector(config)
+        try:
+            boxes = [np.asarray(d.box) for d in detector.detect(frame)]
+        finally:
+            detector.close()
+        return any(box_iou(box, where) > 0.3 for box in boxes)
 
-    try:
-        with_mirror = found()
-        monkeypatch.setattr(detection, "MIRROR_REGION_SHARE", float("inf"))
-        assert not found()
-        assert with_mirror
-    finally:
-        detector.close()
+    # Found by the default (every region mirrored) and by mirroring only the largest regions;
+    # not without the mirror.
+    assert found(0.0)
+    assert found(0.5)
+    assert not found(2.0)
 
 
 def test_external_boxes_never_raise() -> None:

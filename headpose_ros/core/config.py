@@ -94,14 +94,25 @@ class DetectorConfig:
         low=0.0,
         high=4096.0,
     )
+    mirror_region_share: float = setting(
+        0.0,
+        "Regions (the whole frame and its tiles) whose side is at least this share of the "
+        "frame's shorter side are also searched in the mirror image: BlazeFace is not "
+        "mirror-symmetric in practice and finds some turned heads only there. 0 = every "
+        "region: in benchmarks/bench_detectors.py far faces (24-40 px) turned up to profile "
+        "are found 98.4% against 96.0-97.2% with 0.5, for 1.5-1.9 times the detector's "
+        "time; 0.5 = the whole frame and the largest tiles only; above 1 = no mirror search.",
+        low=0.0,
+        high=100.0,
+    )
     min_score: float = setting(
         0.5,
         "Detections below this confidence are ignored. Turned heads score low: 0.3 finds "
-        "more of them (pasted AFLW faces turned 30-60 degrees in "
-        "benchmarks/bench_detectors.py: 98% published against 96%), but it also passes a few "
-        "false faces that the network does not rule out (the demo's spacesuit; 0.16 against "
-        "0.06 per pasted AFLW scene). Detections under 0.5 must be seen clearly by the "
-        "network. The full-range model reports none below 0.5.",
+        "a few more of them (pasted AFLW faces turned beyond 60 degrees in "
+        "benchmarks/bench_detectors.py: 97.5% published against 97.0%), but it also passes a "
+        "few false faces that the network does not rule out (the demo's spacesuit; 0.10 "
+        "against 0.08 per pasted AFLW scene). Detections under 0.5 must be seen clearly by "
+        "the network. The full-range model reports none below 0.5.",
         low=0.0,
         high=1.0,
     )

@@ -26,7 +26,6 @@ from headpose_ros.core.config import ConfigError, DetectorConfig
 
 __all__ = [
     "MEDIAPIPE_TO_LANDMARK_BOX",
-    "MIRROR_REGION_SHARE",
     "MIRROR_SAME_BOX_IOU",
     "BoxCalibration",
     "Detection",
@@ -99,16 +98,6 @@ TILE_STRIDE = 0.7
 #: the other.
 MERGE_IOU = 0.3
 MERGE_CONTAINMENT = 0.6
-#: Regions at least this share of the image's shorter side (the whole image and the largest
-#: tiles) are also searched mirrored: BlazeFace is not mirror-symmetric in practice and
-#: finds some turned heads only in the mirror image. On held-out AFLW scenes (each crop scaled
-#: x3 in a 600x600 frame, the product path) the mirror views found 26 of the 87 faces the
-#: product path missed and lost none of 250 it found. With the default smallest face (40 px)
-#: that is 5 more BlazeFace runs over the 121 of a 600x600 frame, 17 over 89 in 640x480 and
-#: 12 over 228 in 1280x720; mirroring every tile found 2 more in a first trial, at three
-#: times the time. Mirror views are counted apart from the image's own for the single-view
-#: rule (:func:`merge_detections`): counted together, they passed the demo's spacesuit.
-MIRROR_REGION_SHARE = 0.5
 #: A face the image itself shows at a box overlapping the mirror view's by more than this keeps
 #: the image's box (its landmarks start from it); a lower overlap is a part of the face (an eye,
 #: a cheek) and the better-scored box stays.
@@ -172,9 +161,9 @@ class MediaPipeFaceDetector(FaceDetector):
     every face lies whole in a tile of about its level) down to tiles
     :data:`TILE_FACE_RATIO` times ``smallest_face_px``. Detections cut by an inner tile
     edge are dropped (the neighbouring tile holds that face whole), and the rest are merged
-    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). The
-    whole image and the largest tiles are also searched in the mirror image
-    (:data:`MIRROR_REGION_SHARE`), where BlazeFace finds some turned heads it misses. The
+    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). By
+    default every region is also searched in the mirror image
+    (``detector.mirror_region_share``), where BlazeFace finds some turned heads it misses. The
     short-range model runs through the Tasks API, which reports turned heads' low scores
     down to ``min_score``. Its models ship inside the wheel: nothing is downloaded at run
     time.
@@ -184,6 +173,7 @@ class MediaPipeFaceDetector(FaceDetector):
         """Build the MediaPipe graph (import is deferred: mediapipe is heavy to import)."""
         self._calibration = MEDIAPIPE_TO_LANDMARK_BOX[config.model_selection]
         self._smallest_face_px = config.smallest_face_px
+        self._mirror_region_share = config.mirror_region_share
         self._min_score = config.min_score
         before = _thread_ids()
         self._blazeface = open_blazeface(config.model_selection, config.min_score)
@@ -202,8 +192,10 @@ class MediaPipeFaceDetector(FaceDetector):
     def detect_in_steps(self, image_bgr: np.ndarray) -> Generator[None, None, list[Detection]]:
         """Detect region by region, pausing after each (one or two BlazeFace runs, 1-3 ms each).
 
-        Large regions are also searched in the mirror image (:data:`MIRROR_REGION_SHARE`); a
-        face found both ways keeps its box from the image itself (:func:`merge_detections`).
+        Regions of at least ``detector.mirror_region_share`` of the shorter side are also
+        searched in the mirror image; a face found both ways keeps its box from the image
+        itself (:func:`merge_detections`). Mirror views are counted apart from the image's own
+        for the single-view rule: counted together, they passed the demo's spacesuit.
         """
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         mirror = np.ascontiguousarray(rgb[:, ::-1])
@@ -214,7 +206,7 @@ class MediaPipeFaceDetector(FaceDetector):
         for x0, y0, x1, y1 in regions:
             is_tile = (x1 - x0, y1 - y0) != (width, height)
             found += self._detect_tile(rgb, x0, y0, x1, y1, is_tile)
-            if max(x1 - x0, y1 - y0) >= MIRROR_REGION_SHARE * min(width, height):
+            if max(x1 - x0, y1 - y0) >= self._mirror_region_share * min(width, height):
                 found_in_mirror += self._detect_tile(
                     mirror, x0, y0, x1, y1, is_tile, mirrored=True
                 )

@@ -234,6 +234,30 @@ def test_the_asynchronous_schedule_hands_over_a_copy_and_merges_once() -> None:
     assert schedule.detections(image, tracking_asks=True) is None  # closed: no new runs
 
 
+def test_the_asynchronous_interval_counts_from_the_end_of_the_last_run() -> None:
+    # A run longer than the interval is not followed by the next at once: the detector would
+    # then hold a core the whole time on a small CPU.
+    detector, counters = CountingGate(), Counter()
+    schedule = DetectionSchedule(
+        detector, DetectorConfig(asynchronous=True, interval_frames=3), counters
+    )
+    image = np.full((32, 32, 3), 7, np.uint8)
+    assert schedule.detections(image, tracking_asks=True) is None  # the run starts, blocked
+    for _ in range(5):  # frames go on meanwhile; they are not counted towards the next run
+        assert schedule.detections(image, tracking_asks=False) is None
+    detector.gate.set()
+    for _ in range(12_000):  # bounded poll: the run finishes on the other thread
+        if not schedule.pending:
+            break
+        threading.Event().wait(0.01)
+    # The first frame after the run merges it and is the first counted; the second is not due.
+    assert schedule.detections(image, tracking_asks=False) is not None
+    assert schedule.detections(image, tracking_asks=False) is None and not schedule.pending
+    assert schedule.detections(image, tracking_asks=False) is None  # the third: due, started
+    assert run_until_merged(schedule, image) and detector.runs == 2
+    schedule.close()
+
+
 class ThreadedDetector(FaceDetector):
     """A detector with a helper thread of its own, as MediaPipe's graph has."""
 

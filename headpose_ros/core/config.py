@@ -95,13 +95,14 @@ class DetectorConfig:
         high=4096.0,
     )
     mirror_region_share: float = setting(
-        0.0,
+        0.5,
         "Regions (the whole frame and its tiles) whose side is at least this share of the "
         "frame's shorter side are also searched in the mirror image: BlazeFace is not "
-        "mirror-symmetric in practice and finds some turned heads only there. 0 = every "
-        "region: in benchmarks/bench_detectors.py far faces (24-40 px) turned up to profile "
-        "are found 98.4% against 96.0-97.2% with 0.5, for 1.5-1.9 times the detector's "
-        "time; 0.5 = the whole frame and the largest tiles only; above 1 = no mirror search.",
+        "mirror-symmetric in practice and finds some turned heads only there. 0.5 = the whole "
+        "frame and the largest tiles; 0 = every region, which in benchmarks/bench_detectors.py "
+        "finds far faces (24-40 px) turned up to profile 98.0% published against 95.3-96.9%, "
+        "for 1.6-2 times the detector's time, but also passes a false face on the demo's "
+        "spacesuit; above 1 = no mirror search.",
         low=0.0,
         high=100.0,
     )
@@ -109,17 +110,19 @@ class DetectorConfig:
         0.5,
         "Detections below this confidence are ignored. Turned heads score low: 0.3 finds "
         "a few more of them (pasted AFLW faces turned beyond 60 degrees in "
-        "benchmarks/bench_detectors.py: 97.5% published against 97.0%), but it also passes a "
-        "few false faces that the network does not rule out (the demo's spacesuit; 0.10 "
-        "against 0.08 per pasted AFLW scene). Detections under 0.5 must be seen clearly by "
-        "the network. The full-range model reports none below 0.5.",
+        "benchmarks/bench_detectors.py, every region mirrored: 97.5% published against "
+        "97.0%), but it also passes a few false faces that the network does not rule out (the "
+        "demo's spacesuit; 0.10 against 0.08 per pasted AFLW scene). Detections under 0.5 "
+        "must be seen clearly by the network. The full-range model reports none below 0.5.",
         low=0.0,
         high=1.0,
     )
     interval_frames: int = setting(
         10,
         "While every face is tracked, start the detector only every this many frames (1 = "
-        "every frame); it also starts whenever a track is lost or there is no track.",
+        "every frame; with detector.asynchronous, counted from the end of its last run, so "
+        "that a run longer than the interval does not keep it busy all the time); it also "
+        "starts whenever a track is lost or there is no track.",
         low=1,
         high=1000,
     )

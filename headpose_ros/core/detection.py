@@ -161,9 +161,9 @@ class MediaPipeFaceDetector(FaceDetector):
     every face lies whole in a tile of about its level) down to tiles
     :data:`TILE_FACE_RATIO` times ``smallest_face_px``. Detections cut by an inner tile
     edge are dropped (the neighbouring tile holds that face whole), and the rest are merged
-    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). By
-    default every region is also searched in the mirror image
-    (``detector.mirror_region_share``), where BlazeFace finds some turned heads it misses. The
+    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). The
+    whole image and the largest tiles (``detector.mirror_region_share``) are also searched in
+    the mirror image, where BlazeFace finds some turned heads it misses. The
     short-range model runs through the Tasks API, which reports turned heads' low scores
     down to ``min_score``. Its models ship inside the wheel: nothing is downloaded at run
     time.

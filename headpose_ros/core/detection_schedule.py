@@ -196,7 +196,10 @@ class DetectionSchedule:
     """Decides per frame whether the detector starts, and which finished detections to merge.
 
     A run is due every ``interval_frames`` frames, or at once when tracking asks (a track
-    lacked evidence, or there is none). ``counters["detector_runs"]`` counts the runs whose
+    lacked evidence, or there is none). In asynchronous mode the frames are counted from the end
+    of the last run, not its start: a run longer than the interval (the tile pyramid on a small
+    CPU) would otherwise be followed by the next at once, and the detector would hold a core
+    the whole time. ``counters["detector_runs"]`` counts the runs whose
     detections were merged, ``counters["detector_runs_stale"]`` those dropped because the
     stream restarted (or changed size) while they ran.
     """
@@ -214,7 +217,7 @@ class DetectionSchedule:
             DetectionWorker(detector) if config.asynchronous and detector is not None else None
         )
         self.counters = counters
-        self._frames_since_start = 0
+        self._frames_since_run = 0
         self._generation = 0
 
     def detections(
@@ -227,16 +230,20 @@ class DetectionSchedule:
         """
         if self.detector is None:
             return None
-        due = tracking_asks or self._frames_since_start + 1 >= self.interval_frames
+        due = tracking_asks or self._frames_since_run + 1 >= self.interval_frames
         if self.worker is None:
-            self._frames_since_start = 0 if due else self._frames_since_start + 1
+            self._frames_since_run = 0 if due else self._frames_since_run + 1
             if not due:
                 return None
             self.counters["detector_runs"] += 1
             return self.detector.detect(image_bgr)
         finished = self._current(self.worker.collect(), image_bgr)
+        idle = not self.worker.busy
         started = due and self.worker.submit(image_bgr, self._generation)
-        self._frames_since_start = 0 if started else self._frames_since_start + 1
+        if started:
+            self._frames_since_run = 0
+        elif idle:
+            self._frames_since_run += 1
         if finished is None and nothing_tracked:
             finished = self._current(self.worker.wait(), image_bgr)
         if finished is None:
@@ -273,7 +280,7 @@ class DetectionSchedule:
     def restart(self) -> None:
         """Start a new stream: runs still in flight belong to the old one and are dropped."""
         self._generation += 1
-        self._frames_since_start = 0
+        self._frames_since_run = 0
 
     def close(self) -> None:
         """Stop the thread (after its current run), then release the detector."""

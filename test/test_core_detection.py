@@ -160,8 +160,8 @@ def test_turned_heads_blazeface_sees_only_in_the_mirror_are_found_where_they_are
             detector.close()
         return any(box_iou(box, where) > 0.3 for box in boxes)
 
-    # Found by the default (every region mirrored) and by mirroring only the largest regions;
-    # not without the mirror.
+    # Found by the default (the whole frame and the largest tiles mirrored) and by mirroring
+    # every region; not without the mirror.
     assert found(0.0)
     assert found(0.5)
     assert not found(2.0)

@@ -523,13 +523,13 @@ def run_record(
     return RunRecord(config, split, cached_mean_face(config, train, cache_dir))
 
 
-def aflw_validation_faces(record: RunRecord, data_root: Path) -> FaceSet:
-    """Load the AFLW faces the run held out, pose-labelled with its own mean face."""
-    config = record.config
-    faces = load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None)
+def aflw_validation_faces(record: RunRecord, every_aflw_face: FaceSet) -> FaceSet:
+    """Pick the AFLW faces the run held out, pose-labelled with its own mean face."""
     wanted = set(record.split["aflw"]["val"])
-    chosen = [i for i, name in enumerate(faces.names) if name in wanted]
-    return label_poses(faces.subset(chosen), record.mean_face_mm, config.model.input_size)
+    chosen = [i for i, name in enumerate(every_aflw_face.names) if name in wanted]
+    return label_poses(
+        every_aflw_face.subset(chosen), record.mean_face_mm, record.config.model.input_size
+    )
 
 
 def _aflw_validation(manifest_path: Path, faces: FaceSet, out_dir: Path) -> dict[str, Any]:
@@ -670,13 +670,11 @@ def evaluate_export(
         )
     }
     if "aflw" in record.split:
-        aflw = aflw_validation_faces(record, data_root)
+        every_aflw_face = load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None)
+        aflw = aflw_validation_faces(record, every_aflw_face)
         metrics["aflw_validation"] = _aflw_validation(manifest_path, aflw, out_dir)
         metrics["aflw_labels"] = label_report(
-            aflw,
-            load_aflw_faces(data_root / config.aflw_folder, config.crop_margin, None),
-            record.mean_face_mm,
-            config.model.input_size,
+            aflw, every_aflw_face, record.mean_face_mm, config.model.input_size
         )
     metrics["latency_ms"] = measure_latency(manifest_path)
     metrics["network_precision"] = (

@@ -350,11 +350,11 @@ def detectors(shared: Path, names: list[str] | None) -> dict[str, Detect]:
     builders: dict[str, Callable[[], Detect]] = {
         "default (ours)": lambda: ours({}),
         "default through the estimator (published faces)": lambda: through_estimator({}),
-        "every region mirrored (mirror_region_share 0)": lambda: ours(
-            {"mirror_region_share": 0.0}
+        "largest regions mirrored (mirror_region_share 0.5)": lambda: ours(
+            {"mirror_region_share": 0.5}
         ),
-        "mirror_region_share 0 through the estimator": lambda: through_estimator(
-            {"detector.mirror_region_share": 0.0}
+        "mirror_region_share 0.5 through the estimator": lambda: through_estimator(
+            {"detector.mirror_region_share": 0.5}
         ),
         "min_score 0.3": lambda: ours({"min_score": 0.3}),
         "min_score 0.3 through the estimator": lambda: through_estimator(

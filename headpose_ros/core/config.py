@@ -95,14 +95,14 @@ class DetectorConfig:
         high=4096.0,
     )
     mirror_region_share: float = setting(
-        0.5,
+        0.0,
         "Regions (the whole frame and its tiles) whose side is at least this share of the "
         "frame's shorter side are also searched in the mirror image: BlazeFace is not "
-        "mirror-symmetric in practice and finds some turned heads only there. 0.5 = the whole "
-        "frame and the largest tiles; 0 = every region, which in benchmarks/bench_detectors.py "
-        "finds far faces (24-40 px) turned up to profile 98.0% published against 95.3-96.9%, "
-        "for 1.6-2 times the detector's time, but also passes a false face on the demo's "
-        "spacesuit; above 1 = no mirror search.",
+        "mirror-symmetric in practice and finds some turned heads only there. 0 = every "
+        "region, which in benchmarks/bench_detectors.py publishes 98.0% of the far faces "
+        "(24-40 px, turned up to profile) where 0.5 (the whole frame and the largest tiles) "
+        "publishes 95.3-96.9%, for 1.6-2 times the detector's time; above 1 = no mirror "
+        "search. A face only the mirror shows must be seen clearly by the network.",
         low=0.0,
         high=100.0,
     )
@@ -110,9 +110,9 @@ class DetectorConfig:
         0.5,
         "Detections below this confidence are ignored. Turned heads score low: 0.3 finds "
         "a few more of them (pasted AFLW faces turned beyond 60 degrees in "
-        "benchmarks/bench_detectors.py, every region mirrored: 97.5% published against "
-        "97.0%), but it also passes a few false faces that the network does not rule out (the "
-        "demo's spacesuit; 0.10 against 0.08 per pasted AFLW scene). Detections under 0.5 "
+        "benchmarks/bench_detectors.py: 97.5% published against 97.0%), but it also passes a "
+        "few false faces that the network does not rule out (0.10 against 0.06 per pasted "
+        "AFLW scene, 0.21 against 0.11 per far-face scene). Detections under 0.5 "
         "must be seen clearly by the network. The full-range model reports none below 0.5.",
         low=0.0,
         high=1.0,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +44,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Detection:
-    """One face: box in landmark-box convention (image pixels) and a confidence in [0, 1]."""
+    """One face: box in landmark-box convention (image pixels) and a confidence in [0, 1].
+
+    ``mirror_only``: only the mirror image showed it (:func:`merge_detections`), a weaker kind
+    of evidence that the network is asked to confirm clearly before the face is published.
+    """
 
     box: tuple[float, float, float, float]
     score: float
+    mirror_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,9 +166,9 @@ class MediaPipeFaceDetector(FaceDetector):
     every face lies whole in a tile of about its level) down to tiles
     :data:`TILE_FACE_RATIO` times ``smallest_face_px``. Detections cut by an inner tile
     edge are dropped (the neighbouring tile holds that face whole), and the rest are merged
-    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). The
-    whole image and the largest tiles (``detector.mirror_region_share``) are also searched in
-    the mirror image, where BlazeFace finds some turned heads it misses. The
+    by overlap, best score first, dropping parts of a face (:func:`merge_detections`). Every
+    region (or the larger ones, ``detector.mirror_region_share``) is also searched in the
+    mirror image, where BlazeFace finds some turned heads it misses. The
     short-range model runs through the Tasks API, which reports turned heads' low scores
     down to ``min_score``. Its models ship inside the wheel: nothing is downloaded at run
     time.
@@ -426,13 +431,14 @@ def merge_detections(
     a region and its mirror image are not two independent looks (a texture seen once is
     usually seen in its mirror too, like the spacesuit of the demo's astronaut). A face the
     image itself shows at about the same box (IoU above :data:`MIRROR_SAME_BOX_IOU`) keeps the
-    image's box: the mirror adds faces, not new boxes for faces the image frames well. Last,
-    detections that are parts of a bigger face at least as confident
-    (:data:`PART_SIDE_RATIO`) are dropped.
+    image's box: the mirror adds faces, not new boxes for faces the image frames well. A face
+    that no region of the image itself shows at about its box is marked ``mirror_only`` (a
+    bigger box around it, such as the spacesuit's, does not count). Last, detections that are
+    parts of a bigger face at least as confident (:data:`PART_SIDE_RATIO`) are dropped.
     """
     kept: list[Detection] = []
     views: list[list[int]] = []  # per face: [views in the image, views in the mirror image]
-    box_from_mirror: list[bool] = []
+    mirror_only: list[bool] = []  # per face: no image view at about its box (yet)
     every_view = [(d, 0) for d in detections] + [(d, 1) for d in mirror_views]
     for detection, source in sorted(every_view, key=lambda view: -view[0].score):
         box = np.asarray(detection.box)
@@ -440,16 +446,16 @@ def merge_detections(
         if twin is None:
             kept.append(detection)
             views.append([1 - source, source])
-            box_from_mirror.append(source == 1)
+            mirror_only.append(source == 1)
             continue
         views[twin][source] += 1
         same_box = _overlap(box, np.asarray(kept[twin].box))[0] > MIRROR_SAME_BOX_IOU
-        if box_from_mirror[twin] and source == 0 and same_box:
+        if mirror_only[twin] and source == 0 and same_box:
             kept[twin] = Detection(box=detection.box, score=kept[twin].score)
-            box_from_mirror[twin] = False
+            mirror_only[twin] = False
     faces = [
-        detection
-        for detection, seen in zip(kept, views, strict=True)
+        replace(detection, mirror_only=only)
+        for detection, seen, only in zip(kept, views, mirror_only, strict=True)
         if max(seen) > 1 or detection.score >= single_view_min_score
     ]
     return [

@@ -51,7 +51,8 @@ _LOG = logging.getLogger(__name__)
 UNSEEN_DETECTION_MIN_SCORE = 0.8
 #: A new detection scoring below this must be seen *clearly* by the network (the model's
 #: ``clear`` presence threshold, passed by 1% of face-free crops against 5% for ``min``):
-#: weak detections find turned heads but are mostly background.
+#: weak detections find turned heads but are mostly background. So must one that only the
+#: mirror image showed: the mirror finds profiles, but also textures (the demo's spacesuit).
 WEAK_DETECTION_SCORE = 0.5
 
 
@@ -289,9 +290,11 @@ class HeadPoseEstimator:
                 self.tracker.discard(track)
                 continue
             if track.hits == 0 and track.source == "detector":
-                seen = clear if track.score < WEAK_DETECTION_SCORE else found
+                weak = track.score < WEAK_DETECTION_SCORE or track.mirror_only
+                seen = clear if weak else found
                 if not seen and track.score < UNSEEN_DETECTION_MIN_SCORE:  # a false positive
-                    self._event(result, "not_a_face", f"score {track.score:.2f}, {why}")
+                    mirror = ", only in the mirror image" if track.mirror_only else ""
+                    self._event(result, "not_a_face", f"score {track.score:.2f}{mirror}, {why}")
                     self.tracker.discard(track)
                     continue
             # A face the network sees clearly is tracked by its landmarks even where the

@@ -77,7 +77,9 @@ class Track:
     ``evidence`` says whether this frame confirmed the face (matching detection, or reliable
     landmarks while the detector did not contradict it). ``beside_a_face`` marks a track
     started by a detection that could be a part of a face already tracked (see
-    :meth:`FaceTracker.update_with_detections`): the network must see a face in it clearly.
+    :meth:`FaceTracker.update_with_detections`): the network must see a face in it clearly,
+    as it must in a track started by a detection only the mirror image showed
+    (``mirror_only``, see :class:`~headpose_ros.core.detection.Detection`).
     """
 
     track_id: str
@@ -90,6 +92,7 @@ class Track:
     evidence: bool = True
     missed_by_detector: bool = False
     beside_a_face: bool = False
+    mirror_only: bool = False
     landmarks: np.ndarray | None = field(default=None, repr=False)
 
     @property
@@ -210,7 +213,14 @@ class FaceTracker:
             box = np.asarray(detection.box, dtype=np.float64)
             beside = any(part_of_face(box, face, TRACKED_HEAD_GROWTH) for face in faces)
             self.tracks.append(
-                Track(self._new_id(), box, detection.score, source=source, beside_a_face=beside)
+                Track(
+                    self._new_id(),
+                    box,
+                    detection.score,
+                    source=source,
+                    beside_a_face=beside,
+                    mirror_only=detection.mirror_only,
+                )
             )
 
     def update_from_landmarks(

@@ -633,10 +633,10 @@ def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
 def test_a_face_only_the_mirror_shows_is_published_when_the_network_sees_it_clearly(
     shared_dir: Path, trained_model_dir: Path
 ) -> None:
-    # Every region mirrored, the detector finds two faces in the demo frame that the image
-    # itself does not show: a 19 px patch of the astronaut's spacesuit (0.61 in one mirrored
-    # tile) and, in a held-out AFLW profile, the face (0.61 as well). The network sees the
-    # profile clearly and the patch only faintly, so only the profile is published.
+    # Every region mirrored, the detector finds two "faces" that the image itself does not
+    # show at their box: a 19 px patch of the demo astronaut's spacesuit (0.61 in one
+    # mirrored tile) and a held-out AFLW profile (0.61 as well). The network sees the profile
+    # clearly and the patch only faintly, so of the two only the profile is published.
     crop = shared_dir / "data" / "aflw_crops" / "images" / "image25893.jpg"
     if not crop.is_file():
         pytest.skip(f"needs the AFLW crops at {crop.parent}")

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from hypothesis import settings
 
@@ -99,6 +101,24 @@ def data_300w(shared_dir: Path) -> Path:
     if not (path / "helen_test").is_dir():
         pytest.skip(f"needs the 300-W subset at {path}")
     return path
+
+
+@pytest.fixture
+def aflw_off_centre_frame(shared_dir: Path) -> Callable[[str], np.ndarray]:
+    """Frame maker: an AFLW crop scaled x2 with its face box at (40, 40, 280, 280) of 720x320.
+
+    The 400 px of replicated border on the right put the face off-centre, so that a box found
+    in the mirror image and not mapped back would miss it. Skips when the crop is absent.
+    """
+
+    def frame(crop: str) -> np.ndarray:
+        path = shared_dir / "data" / "aflw_crops" / "images" / crop
+        if not path.is_file():
+            pytest.skip(f"needs the AFLW crops at {path.parent}")
+        face = cv2.resize(cv2.imread(str(path)), None, fx=2.0, fy=2.0)
+        return cv2.copyMakeBorder(face, 40, 40, 40, 400, cv2.BORDER_REPLICATE)
+
+    return frame
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -153,15 +154,11 @@ def test_profiles_scored_below_one_half_are_reported_down_to_min_score(
 
 @pytest.mark.parametrize("crop", ["image08555.jpg", "image25893.jpg"])
 def test_turned_heads_blazeface_sees_only_in_the_mirror_are_found_where_they_are(
-    shared_dir: Path, crop: str
+    aflw_off_centre_frame: Callable[[str], np.ndarray], crop: str
 ) -> None:
     # Held-out AFLW profiles (yaw -106 and 77 degrees) that BlazeFace finds only in the mirror
     # image, placed off-centre so that a box not mapped back from the mirror would miss.
-    path = shared_dir / "data" / "aflw_crops" / "images" / crop
-    if not path.is_file():
-        pytest.skip(f"needs the AFLW crops at {path.parent}")
-    face = cv2.resize(cv2.imread(str(path)), None, fx=2.0, fy=2.0)
-    frame = cv2.copyMakeBorder(face, 40, 40, 40, 400, cv2.BORDER_REPLICATE)
+    frame = aflw_off_centre_frame(crop)
     where = np.array([40.0, 40.0, 280.0, 280.0])
 
     def found(mirror_region_share: float) -> bool:

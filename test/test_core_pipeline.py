@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -631,23 +632,13 @@ def test_a_weak_detection_the_network_does_not_see_as_a_face_is_dropped(
 
 
 def test_a_face_only_the_mirror_shows_is_published_when_the_network_sees_it_clearly(
-    shared_dir: Path, trained_model_dir: Path
+    aflw_off_centre_frame: Callable[[str], np.ndarray], trained_model_dir: Path
 ) -> None:
     # Every region mirrored, the detector finds two "faces" that the image itself does not
     # show at their box: a 19 px patch of the demo astronaut's spacesuit (0.61 in one
     # mirrored tile) and a held-out AFLW profile (0.61 as well). The network sees the profile
     # clearly and the patch only faintly, so of the two only the profile is published.
-    crop = shared_dir / "data" / "aflw_crops" / "images" / "image25893.jpg"
-    if not crop.is_file():
-        pytest.skip(f"needs the AFLW crops at {crop.parent}")
-    profile = cv2.copyMakeBorder(
-        cv2.resize(cv2.imread(str(crop)), None, fx=2.0, fy=2.0),
-        40,
-        40,
-        40,
-        400,
-        cv2.BORDER_REPLICATE,
-    )
+    profile = aflw_off_centre_frame("image25893.jpg")
     est = estimator(trained_model_dir, **{"detector.mirror_region_share": 0.0})
     try:
         found = est.detector.detect(astronaut_frame())

@@ -19,6 +19,7 @@ from headpose_ros.core.config import DetectorConfig
 from headpose_ros.core.detection import (
     TILE_FACE_RATIO,
     TILE_STRIDE,
+    WHOLE_FACE_SCORE_MARGIN,
     Detection,
     FaceDetector,
     MediaPipeFaceDetector,
@@ -73,6 +74,35 @@ def test_merging_keeps_one_detection_per_face() -> None:
     # Over a pyramid a face seen once must be confident: the lone neighbour is dropped.
     merged = merge_detections([same_in_next_tile, neighbour, face, part_of_it], 0.7)
     assert [d.score for d in merged] == [0.95]
+
+
+def test_the_whole_image_s_box_of_a_face_is_kept_beside_a_piece_of_it_a_tile_scored_higher() -> (
+    None
+):
+    # A large head turned away (AFLW validation scene, 250 px): a 150 px tile, too small to
+    # hold the head, shows its eye and cheek as a face (0.76); the whole image frames the
+    # whole face (0.72). The piece's crop shows the network too little of the face, so the
+    # whole face is kept beside it (the network then keeps the one it sees as a face).
+    frame = (0, 0, 600, 600)
+    whole = Detection(box=(228.0, 180.0, 480.0, 430.0), score=0.72, region=frame)
+    whole_in_mirror = Detection(box=(232.0, 176.0, 484.0, 428.0), score=0.62, region=frame)
+    piece = Detection(box=(260.0, 250.0, 350.0, 340.0), score=0.76, region=(225, 225, 375, 375))
+    assert merge_detections([piece, whole], 0.6, [whole_in_mirror], frame) == [piece, whole]
+    # Merged into the piece as before: a whole face scoring more than WHOLE_FACE_SCORE_MARGIN
+    # less, one that a single weak look found (under the single-view rule on its own), a
+    # bigger box from a tile (a background patch around a far face, say), and the whole
+    # image's box when the piece's tile held it too (that tile saw both and chose).
+    weak = replace(whole, score=0.76 - WHOLE_FACE_SCORE_MARGIN - 0.01)
+    from_a_tile = replace(whole, region=(200, 150, 500, 450))
+    roomy_tile = replace(piece, region=(200, 150, 500, 450))
+    assert merge_detections([piece, weak], 0.6, [whole_in_mirror], frame) == [piece]
+    assert merge_detections([piece, from_a_tile], 0.6, [whole_in_mirror], frame) == [piece]
+    assert merge_detections([roomy_tile, whole], 0.6, [whole_in_mirror], frame) == [roomy_tile]
+    lone = replace(whole, score=0.58)
+    confident_piece = replace(piece, score=0.62)
+    assert merge_detections([confident_piece, lone], 0.6, [], frame) == [confident_piece]
+    # Without the image's region (boxes merged from elsewhere) the rule does not apply.
+    assert merge_detections([piece, whole], 0.6, [whole_in_mirror]) == [piece]
 
 
 def test_mirror_views_add_faces_but_not_views_or_boxes_of_the_image_s_faces() -> None:

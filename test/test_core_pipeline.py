@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from headpose_ros.core import detection as detection_module
 from headpose_ros.core.config import DetectorConfig, config_from_flat
 from headpose_ros.core.detection import Detection, FaceDetector, MediaPipeFaceDetector
 from headpose_ros.core.face_batch import FaceBatchRunner, face_crop
@@ -30,7 +31,7 @@ from headpose_ros.core.results import (
     FrameResult,
 )
 from headpose_ros.demo import astronaut_frame
-from headpose_ros.tools.annotations import read_pts
+from headpose_ros.tools.annotations import annotated_face, read_pts
 
 # Fixtures shared with the other model-using test modules (see model_factory).
 model_dir = model_factory.model_dir
@@ -711,3 +712,32 @@ def test_a_smaller_face_joining_beside_a_tracked_face_is_published_a_patch_is_no
     ids, counters = published(patch)
     assert all(frame == ["1"] for frame in ids[1:]), ids
     assert counters["event:part_of_a_face"] >= 1  # the patch was judged, and counted
+
+
+@pytest.mark.parametrize("crop", ["image48022.jpg", "image60603.jpg"])
+def test_a_large_profile_that_a_tile_sees_only_in_pieces_is_published(
+    shared_dir: Path, trained_model_dir: Path, crop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Held-out AFLW profiles (|yaw| 94 and 98 degrees) in the evaluation's product-path scene:
+    # the crop scaled x3 in a 600x600 frame. A tile too small for the 250 px head scores a
+    # piece of it above the whole image's box of the whole face; the piece's crop alone shows
+    # the network too little, so the face was missed until the whole image's box was kept too.
+    labels = json.loads((shared_dir / "data" / "aflw_crops" / "labels.json").read_text())
+    entry = next(e for e in labels if e["image"] == f"images/{crop}")
+    points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 120.0
+    annotated = np.concatenate([points.min(axis=0), points.max(axis=0)])
+    image = cv2.imread(str(shared_dir / "data" / "aflw_crops" / entry["image"]))
+    frame = cv2.copyMakeBorder(
+        cv2.resize(image, None, fx=3.0, fy=3.0), 120, 120, 120, 120, cv2.BORDER_REPLICATE
+    )
+
+    def published() -> bool:
+        est = estimator(trained_model_dir)
+        try:
+            return annotated_face(est.estimate(frame, 0).faces, annotated) is not None
+        finally:
+            est.close()
+
+    assert published()
+    monkeypatch.setattr(detection_module, "WHOLE_FACE_SCORE_MARGIN", -1.0)  # the rule off
+    assert not published()

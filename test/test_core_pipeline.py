@@ -545,19 +545,30 @@ class ScriptedDetector(FaceDetector):
         return [Detection(box=tuple(float(v) for v in box), score=self.score) for box in boxes]
 
 
-def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
-    """A face turned beyond 75 degrees, 360 px high, that the shipped network sees clearly."""
+def aflw_labels(shared_dir: Path) -> tuple[Path, list[dict]]:
+    """The AFLW crops' folder and its labels; skips the test without them."""
     folder = shared_dir / "data" / "aflw_crops"
     if not (folder / "labels.json").is_file():
         pytest.skip(f"needs the AFLW crops at {folder}")
+    return folder, json.loads((folder / "labels.json").read_text())
+
+
+def annotated_points_box(entry: dict, scale: float, offset: float) -> tuple[float, ...]:
+    """Box of an AFLW crop's annotated points once the crop is scaled and shifted in a frame."""
+    points = np.array([p for p in entry["points"] if p is not None]) * scale + offset
+    return (*points.min(axis=0), *points.max(axis=0))
+
+
+def clear_aflw_profile(shared_dir: Path) -> tuple[np.ndarray, tuple]:
+    """A face turned beyond 75 degrees, 360 px high, that the shipped network sees clearly."""
+    folder, labels = aflw_labels(shared_dir)
     runner = FaceBatchRunner(config_from_flat({"inference.device": "cpu"}).inference)
-    for entry in json.loads((folder / "labels.json").read_text()):
+    for entry in labels:
         if abs(entry["yaw_deg"]) < 75:
             continue
         frame = np.full((480, 480, 3), 90, np.uint8)
         frame[60:420, 60:420] = cv2.resize(cv2.imread(str(folder / entry["image"])), (360, 360))
-        points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 60.0
-        box = (*points.min(axis=0), *points.max(axis=0))
+        box = annotated_points_box(entry, 3.0, 60.0)
         crop = face_crop(np.array(box), (480, 480), runner.manifest.crop_margin, 128)
         clear = runner.manifest.face_presence["clear"]
         if runner.run(frame, [crop], lambda stage: None).presence[0] >= clear:
@@ -722,11 +733,10 @@ def test_a_large_profile_that_a_tile_sees_only_in_pieces_is_published(
     # the crop scaled x3 in a 600x600 frame. A tile too small for the 250 px head scores a
     # piece of it above the whole image's box of the whole face; the piece's crop alone shows
     # the network too little, so the face was missed until the whole image's box was kept too.
-    labels = json.loads((shared_dir / "data" / "aflw_crops" / "labels.json").read_text())
+    folder, labels = aflw_labels(shared_dir)
     entry = next(e for e in labels if e["image"] == f"images/{crop}")
-    points = np.array([p for p in entry["points"] if p is not None]) * 3.0 + 120.0
-    annotated = np.concatenate([points.min(axis=0), points.max(axis=0)])
-    image = cv2.imread(str(shared_dir / "data" / "aflw_crops" / entry["image"]))
+    annotated = np.asarray(annotated_points_box(entry, 3.0, 120.0))
+    image = cv2.imread(str(folder / entry["image"]))
     frame = cv2.copyMakeBorder(
         cv2.resize(image, None, fx=3.0, fy=3.0), 120, 120, 120, 120, cv2.BORDER_REPLICATE
     )
